@@ -1,0 +1,1 @@
+"""chunked layer: see spotlight_scale/__init__.py for the layering."""

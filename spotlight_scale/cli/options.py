@@ -1,0 +1,44 @@
+"""Option decorators shared by several commands (one definition each)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def parse_triple(ctx, param, value):
+    """Click callback: ``"32,64,64"`` -> ``(32, 64, 64)`` (ints) or floats when needed."""
+    if value is None:
+        return None
+    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected three comma-separated values Z,Y,X, got {value!r}")
+    try:
+        nums = [float(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"expected numbers Z,Y,X, got {value!r}") from None
+    if all(n.is_integer() for n in nums) and not any("." in p for p in parts):
+        return tuple(int(n) for n in nums)
+    return tuple(nums)
+
+
+def store_argument(f):
+    return click.argument("store", type=click.Path(path_type=Path, file_okay=False))(f)
+
+
+def cluster_options(f):
+    """``--cluster``, ``--cluster-config`` and ``--workers``: the one way stages get Dask."""
+    f = click.option("--workers", type=int, default=None,
+                     help="Worker processes (local/cuda) or jobs (slurm). Default: one per core.")(f)
+    f = click.option("--cluster-config", type=click.Path(path_type=Path, dir_okay=False,
+                                                        exists=True), default=None,
+                     help="Cluster profile YAML (see deploy/cluster-profile.example.yaml).")(f)
+    f = click.option("--cluster", default="local", show_default=True,
+                     help="local, slurm, cuda, or a scheduler address tcp://host:port.")(f)
+    return f
+
+
+def overwrite_option(f):
+    return click.option("--overwrite", is_flag=True,
+                        help="Redo work already marked done (otherwise it is skipped).")(f)

@@ -1,0 +1,75 @@
+"""The one place that knows clusters: ``local``, ``slurm``, ``cuda`` or an address.
+
+Every distributed stage takes ``--cluster`` (and ``--cluster-config`` for a
+profile YAML) and calls :func:`open_client`; no other module creates a Dask
+cluster or client.
+
+- ``local``: an embedded ``LocalCluster`` on 127.0.0.1 sized to the machine
+  (``--workers N``, one thread per worker by default: our tasks are numpy/torch
+  heavy and release the GIL poorly in places).
+- ``slurm``: dask-jobqueue ``SLURMCluster`` from a profile (see deploy/).
+- ``cuda``: dask-cuda ``LocalCUDACluster``, one worker per visible GPU.
+- ``tcp://host:port`` (or any scheduler address): connect to a running cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Iterator
+
+log = logging.getLogger(__name__)
+
+CLUSTER_KINDS = ("local", "slurm", "cuda")
+
+
+def default_workers() -> int:
+    """Workers for an embedded LocalCluster: one per core, at least one."""
+    return max(1, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def open_client(cluster: str = "local", *, workers: int | None = None,
+                threads_per_worker: int = 1, memory_limit: str | None = "auto",
+                cluster_config: str | None = None) -> Iterator["distributed.Client"]:
+    """Yield a ``distributed.Client`` for ``cluster``; close what we started on exit.
+
+    Parameters
+    ----------
+    cluster : str
+        ``local``, ``slurm``, ``cuda`` or a scheduler address.
+    workers : int, optional
+        Worker count (local, cuda: processes; slurm: jobs). Default: per kind.
+    cluster_config : path, optional
+        Cluster profile YAML (slurm, cuda); see ``deploy/cluster-profile.example.yaml``.
+    """
+    from distributed import Client
+
+    if cluster == "local":
+        from distributed import LocalCluster
+
+        n = workers or default_workers()
+        with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
+                          host="127.0.0.1", dashboard_address=None, processes=True,
+                          memory_limit=memory_limit) as lc, Client(lc) as client:
+            log.info("local Dask cluster: %d workers x %d threads", n, threads_per_worker)
+            yield client
+        return
+    if cluster in ("slurm", "cuda"):
+        from . import _cluster_backends
+
+        with _cluster_backends.open_cluster(cluster, workers=workers,
+                                            cluster_config=cluster_config) as cl, \
+                Client(cl) as client:
+            yield client
+        return
+    if "://" in cluster or ":" in cluster:
+        with Client(cluster) as client:
+            log.info("connected to Dask scheduler %s", cluster)
+            yield client
+        return
+    raise ValueError(
+        f"unknown --cluster {cluster!r}: expected local, slurm, cuda or a scheduler address "
+        "such as tcp://host:8786"
+    )

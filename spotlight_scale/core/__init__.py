@@ -1,0 +1,1 @@
+"""core layer: see spotlight_scale/__init__.py for the layering."""

@@ -1,0 +1,1 @@
+"""The store: manifest reading, OME-Zarr layout, Parquet tables, all versioned."""

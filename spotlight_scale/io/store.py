@@ -1,0 +1,359 @@
+"""The spotlight-scale store: a directory of OME-Zarr HCS plates plus versioned tables.
+
+Layout (``STORE_LAYOUT_VERSION`` = 1)::
+
+    STORE/
+      spotlight.json                         store manifest: layout version, NGFF version,
+                                             ingest settings (isotropic voxel, chunks, patch)
+      <PLATE>.zarr/                          OME-Zarr HCS plate (NGFF 0.5 default, 0.4 on request)
+        <ROW>/<COL>/<FIELD>/                 one field: CZYX image, channels "signal","target"
+          s0, s1, ...                        pyramid; every level halves z, y and x
+          labels/gt                          ground-truth nuclei (NGFF labels)
+          labels/<NAME>                      labels written by `segment --name NAME`
+          zarr attrs "spotlight_scale"       field metadata + per-channel statistics
+      predictions/<NAME>/<PLATE>.zarr/       `predict --name NAME`: an HCS plate with the same
+        <ROW>/<COL>/<FIELD>/                 rows/cols/fields, one channel "prediction" (CZYX, C=1)
+      tables/fields.parquet                  one row per ingested field (keys + statistics)
+      tables/failures.parquet                rows that failed with `ingest --on-error skip`
+      index/patches/<PLATE>/<WELL>_<FIELD>.parquet
+                                             foreground patch index of one field
+      _done/<STAGE>[/<NAME>]/<PLATE>/<WELL>/<FIELD>.json
+                                             completion markers, written last and atomically
+
+A field is *done* for a stage only when its marker exists; everything a stage
+writes for a field is written before the marker. Markers carry a settings
+fingerprint so a re-run can tell whether old work still counts.
+
+Field keys: ``plate`` (str), ``well`` canonical as row letters + 2-digit column
+(``B3`` -> ``B03``, path ``B/03``), ``field`` an integer (path ``"0"``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..versioning import STORE_LAYOUT_VERSION, check_version
+from .atomic import atomic_write_json
+
+STORE_MANIFEST = "spotlight.json"
+CHANNELS = ("signal", "target")
+PREDICTION_CHANNEL = "prediction"
+ATTRS_KEY = "spotlight_scale"
+
+_WELL_RE = re.compile(r"^([A-Za-z]{1,2})0*([0-9]{1,3})$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class StoreError(RuntimeError):
+    """The store is missing something a stage needs; the message says what to run."""
+
+
+def parse_well(well: str) -> tuple[str, str]:
+    """``"B3"``/``"B03"``/``"b03"`` -> ``("B", "03")``; raise ``ValueError`` otherwise."""
+    m = _WELL_RE.match(str(well).strip())
+    if not m or int(m.group(2)) == 0:
+        raise ValueError(f"bad well name {well!r}: expected row letters then column number, e.g. B03")
+    return m.group(1).upper(), f"{int(m.group(2)):02d}"
+
+
+def canonical_well(well: str) -> str:
+    row, col = parse_well(well)
+    return f"{row}{col}"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Names used as path components (plate, prediction, labels) must be simple."""
+    if not _NAME_RE.match(str(name)):
+        raise ValueError(
+            f"bad {what} {name!r}: use letters, digits, '.', '_' or '-' (not starting with '.')"
+        )
+    return str(name)
+
+
+@dataclass(frozen=True, order=True)
+class FieldKey:
+    """Identity of one field (one z-stack) in a screen."""
+
+    plate: str
+    well: str
+    field: int
+
+    def __post_init__(self):
+        object.__setattr__(self, "well", canonical_well(self.well))
+        object.__setattr__(self, "field", int(self.field))
+
+    @property
+    def row(self) -> str:
+        return parse_well(self.well)[0]
+
+    @property
+    def column(self) -> str:
+        return parse_well(self.well)[1]
+
+    @property
+    def path(self) -> str:
+        """Path of the field group inside its plate: ``B/03/0``."""
+        return f"{self.row}/{self.column}/{self.field}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.plate}/{self.well}/{self.field}"
+
+    def __str__(self) -> str:  # used in messages and progress
+        return self.id
+
+    @classmethod
+    def from_id(cls, text: str) -> "FieldKey":
+        try:
+            plate, well, field = text.split("/")
+            return cls(plate, well, int(field))
+        except ValueError:
+            raise ValueError(f"bad field id {text!r}: expected PLATE/WELL/FIELD") from None
+
+
+@dataclass(frozen=True)
+class PatchIndex:
+    """Foreground patch origins of one field (ZYX voxel origins at level 0)."""
+
+    origins: np.ndarray  # (N, 3) int32
+    fg_fraction: np.ndarray  # (N,) float32
+    patch_shape: tuple[int, int, int]
+    stride: tuple[int, int, int]
+    min_fraction: float
+    threshold: float
+
+    def __len__(self) -> int:
+        return int(self.origins.shape[0])
+
+
+class Store:
+    """Read (and, for stage code, write) a spotlight-scale store.
+
+    Parameters
+    ----------
+    root : path
+        Store directory.
+    create : bool
+        Create the store manifest when absent (``ingest`` does this).
+    ngff : {"0.5", "0.4"}
+        NGFF version for a new store; an existing store keeps its own.
+    settings : dict, optional
+        Ingest settings recorded in ``spotlight.json`` for a new store.
+    """
+
+    def __init__(self, root: str | Path, *, create: bool = False, ngff: str = "0.5",
+                 settings: dict | None = None):
+        self.root = Path(root)
+        manifest = self.root / STORE_MANIFEST
+        if manifest.exists():
+            self.manifest = json.loads(manifest.read_text())
+            check_version("store layout", self.manifest.get("layout_version"),
+                          STORE_LAYOUT_VERSION, str(manifest))
+        elif create:
+            if ngff not in ("0.4", "0.5"):
+                raise ValueError(f"ngff must be '0.4' or '0.5', got {ngff!r}")
+            from .. import __version__
+
+            self.manifest = {
+                "layout_version": STORE_LAYOUT_VERSION,
+                "ngff": ngff,
+                "created_by": f"spotlight-scale {__version__}",
+                "settings": settings or {},
+            }
+            atomic_write_json(manifest, self.manifest)
+        else:
+            if not self.root.exists():
+                raise StoreError(f"{self.root}: no such store; run `spotlight-scale ingest` first")
+            raise StoreError(
+                f"{self.root}: not a spotlight-scale store (no {STORE_MANIFEST}); "
+                "run `spotlight-scale ingest MANIFEST STORE` first"
+            )
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def ngff(self) -> str:
+        return str(self.manifest["ngff"])
+
+    @property
+    def zarr_format(self) -> int:
+        return 3 if self.ngff == "0.5" else 2
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.manifest.get("settings", {}))
+
+    def ngff_format(self):
+        """The ome-zarr-py ``Format`` object matching this store."""
+        from ome_zarr.format import FormatV04, FormatV05
+
+        return FormatV05() if self.ngff == "0.5" else FormatV04()
+
+    def plate_path(self, plate: str, prediction: str | None = None) -> Path:
+        if prediction is None:
+            return self.root / f"{check_name(plate, 'plate name')}.zarr"
+        return self.root / "predictions" / check_name(prediction, "prediction name") / f"{plate}.zarr"
+
+    def field_url(self, key: FieldKey, prediction: str | None = None) -> Path:
+        return self.plate_path(key.plate, prediction) / key.path
+
+    def open_field(self, key: FieldKey, *, prediction: str | None = None, mode: str = "r"):
+        """The zarr group of a field (raw plate, or a prediction plate)."""
+        import zarr
+
+        path = self.field_url(key, prediction)
+        if mode == "r" and not path.exists():
+            what = f"prediction {prediction!r}" if prediction else "field"
+            raise StoreError(f"{self.root}: {what} {key} not found at {path}")
+        return zarr.open_group(str(path), mode=mode, zarr_format=self.zarr_format)
+
+    # ------------------------------------------------------------------ fields
+    def fields(self, split: str | None = None) -> list[FieldKey]:
+        """Ingested (done) fields, sorted; ``split`` filters (``None`` or ``"all"``: every field)."""
+        out = []
+        for key, info in self._iter_markers("ingest"):
+            if split in (None, "all") or info.get("split") == split:
+                out.append(key)
+        return sorted(out)
+
+    def field_meta(self, key: FieldKey) -> dict[str, Any]:
+        """The field's ``spotlight_scale`` attributes: shape, voxel size, split, stats, source."""
+        attrs = self.open_field(key).attrs.asdict()
+        meta = attrs.get(ATTRS_KEY)
+        if meta is None:
+            raise StoreError(f"{self.field_url(key)}: no spotlight_scale attributes; re-run ingest")
+        check_version("field attributes", meta.get("layout_version"), STORE_LAYOUT_VERSION,
+                      str(self.field_url(key)))
+        return meta
+
+    def stats(self, key: FieldKey, channel: str) -> dict[str, float]:
+        """Per-channel statistics (otsu, mean, std, min, max, p0_1, p99_9, fg_fraction)."""
+        meta = self.field_meta(key)
+        try:
+            return dict(meta["stats"][channel])
+        except KeyError:
+            raise StoreError(
+                f"{self.field_url(key)}: no statistics for channel {channel!r}; "
+                "run `spotlight-scale ingest` (it computes them)"
+            ) from None
+
+    def voxel_size(self, key: FieldKey) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.field_meta(key)["voxel_size_um"])
+
+    def image(self, key: FieldKey, level: int = 0, *, prediction: str | None = None):
+        """The CZYX zarr array of a field at pyramid ``level`` (lazy; index it to read)."""
+        return self.open_field(key, prediction=prediction)[f"s{level}"]
+
+    def channel_index(self, channel: str) -> int:
+        if channel not in CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}; expected one of {CHANNELS}")
+        return CHANNELS.index(channel)
+
+    def read(self, key: FieldKey, channel: str, region: tuple[slice, ...] | None = None,
+             level: int = 0) -> np.ndarray:
+        """Read a ZYX region of one channel, touching only the chunks it overlaps."""
+        arr = self.image(key, level)
+        c = self.channel_index(channel)
+        region = region if region is not None else (slice(None),) * 3
+        return np.asarray(arr[(c, *region)])
+
+    def read_named(self, key: FieldKey, image: str, region=None, level: int = 0) -> np.ndarray:
+        """Read ``signal``, ``target``, ``prediction:NAME`` or ``labels:NAME`` (ZYX)."""
+        region = region if region is not None else (slice(None),) * 3
+        kind, _, name = image.partition(":")
+        if image in CHANNELS:
+            return self.read(key, image, region, level)
+        if kind == "prediction" and name:
+            if not self.is_done("predict", key, name=name):
+                raise StoreError(f"{self.root}: no prediction {name!r} for field {key}; "
+                                 f"run `spotlight-scale predict ... --name {name}`")
+            return np.asarray(self.image(key, level, prediction=name)[(0, *region)])
+        if kind == "labels" and name:
+            grp = self.open_field(key)
+            if "labels" not in grp or name not in grp["labels"]:
+                raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
+            return np.asarray(grp["labels"][name][f"s{level}"][region])
+        raise ValueError(
+            f"unknown image {image!r}: expected signal, target, prediction:NAME or labels:NAME"
+        )
+
+    def labels_names(self, key: FieldKey) -> list[str]:
+        grp = self.open_field(key)
+        if "labels" not in grp:
+            return []
+        return list(grp["labels"].attrs.asdict().get("ome", grp["labels"].attrs.asdict())
+                    .get("labels", []))
+
+    # ------------------------------------------------------------------ tables
+    def table_path(self, name: str) -> Path:
+        return self.root / "tables" / f"{name}.parquet"
+
+    def fields_table(self):
+        """The per-field statistics table (pandas DataFrame)."""
+        from .tables import read_table
+
+        path = self.table_path("fields")
+        if not path.exists():
+            raise StoreError(f"{path}: no fields table; run `spotlight-scale ingest`")
+        return read_table(path, "fields")
+
+    def patch_index_path(self, key: FieldKey) -> Path:
+        return self.root / "index" / "patches" / key.plate / f"{key.well}_{key.field}.parquet"
+
+    def patch_index(self, key: FieldKey) -> PatchIndex:
+        """The foreground patch index ingest wrote for ``key``."""
+        from .tables import read_patch_index
+
+        path = self.patch_index_path(key)
+        if not path.exists():
+            raise StoreError(f"{path}: no foreground patch index for field {key}; "
+                             "run `spotlight-scale ingest` (it writes the index)")
+        return read_patch_index(path)
+
+    # ------------------------------------------------------------------ markers
+    def marker_path(self, stage: str, key: FieldKey, name: str | None = None) -> Path:
+        base = self.root / "_done" / stage
+        if name is not None:
+            base = base / check_name(name)
+        return base / key.plate / key.well / f"{key.field}.json"
+
+    def is_done(self, stage: str, key: FieldKey, name: str | None = None) -> dict | None:
+        """The marker's content if ``key`` is done for ``stage`` (and ``name``), else None."""
+        path = self.marker_path(stage, key, name)
+        if not path.exists():
+            return None
+        return json.loads(path.read_text())
+
+    def mark_done(self, stage: str, key: FieldKey, info: dict, name: str | None = None) -> None:
+        """Write the completion marker (atomically). Call this last."""
+        payload = {"layout_version": STORE_LAYOUT_VERSION, "stage": stage, "field": key.id, **info}
+        atomic_write_json(self.marker_path(stage, key, name), payload)
+
+    def clear_done(self, stage: str, key: FieldKey, name: str | None = None) -> None:
+        path = self.marker_path(stage, key, name)
+        if path.exists():
+            path.unlink()
+
+    def done_names(self, stage: str) -> list[str]:
+        """Names (predictions, labels) for which ``stage`` has written any marker."""
+        base = self.root / "_done" / stage
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.exists() else []
+
+    def _iter_markers(self, stage: str, name: str | None = None) -> Iterator[tuple[FieldKey, dict]]:
+        base = self.root / "_done" / stage
+        if name is not None:
+            base = base / name
+        if not base.exists():
+            return
+        for path in sorted(base.glob("*/*/*.json")):
+            info = json.loads(path.read_text())
+            key = FieldKey(path.parent.parent.name, path.parent.name, int(path.stem))
+            yield key, info
+
+    def done_fields(self, stage: str, name: str | None = None) -> dict[FieldKey, dict]:
+        return dict(self._iter_markers(stage, name))

@@ -1,0 +1,75 @@
+"""Parquet tables with versioned schemas (key-value metadata in every file).
+
+Every table spotlight-scale writes carries ``spotlight_scale.table`` and
+``spotlight_scale.schema_version`` in its Parquet metadata; :func:`read_table`
+refuses a file whose table name or version it does not know.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..versioning import TABLE_SCHEMAS, VersionError, check_version, parquet_metadata
+from .atomic import atomic_write
+
+
+def table_metadata(path: str | Path) -> dict[str, str]:
+    """The ``spotlight_scale.*`` key-value metadata of a Parquet file."""
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"spotlight_scale.")}
+
+
+def write_table(df: pd.DataFrame, path: str | Path, table: str, **extra) -> None:
+    """Write ``df`` atomically as Parquet with the table's schema version."""
+    tab = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(tab.schema.metadata or {})
+    meta.update(parquet_metadata(table, **extra))
+    tab = tab.replace_schema_metadata(meta)
+    atomic_write(Path(path), lambda p: pq.write_table(tab, p))
+
+
+def read_table(path: str | Path, table: str) -> pd.DataFrame:
+    """Read a table, checking its name and schema version."""
+    meta = table_metadata(path)
+    found = meta.get("spotlight_scale.table")
+    if found != table:
+        raise VersionError(f"{path}: expected a '{table}' table, found {found!r}")
+    check_version(f"'{table}' table schema", meta.get("spotlight_scale.schema_version"),
+                  TABLE_SCHEMAS[table], str(path))
+    return pq.read_table(path).to_pandas()
+
+
+def write_patch_index(path: str | Path, origins: np.ndarray, fg_fraction: np.ndarray, *,
+                      patch_shape, stride, min_fraction: float, threshold: float,
+                      field_id: str) -> None:
+    """Write one field's foreground patch index (int32 origins, float32 fractions)."""
+    origins = np.asarray(origins, dtype=np.int32).reshape(-1, 3)
+    df = pd.DataFrame({
+        "z": origins[:, 0], "y": origins[:, 1], "x": origins[:, 2],
+        "fg_fraction": np.asarray(fg_fraction, dtype=np.float32),
+    })
+    write_table(df, path, "patches", patch_shape=list(map(int, patch_shape)),
+                stride=list(map(int, stride)), min_fraction=float(min_fraction),
+                threshold=float(threshold), field=field_id)
+
+
+def read_patch_index(path: str | Path):
+    """Read a field's patch index as a :class:`~spotlight_scale.io.store.PatchIndex`."""
+    from .store import PatchIndex
+
+    df = read_table(path, "patches")
+    meta = table_metadata(path)
+    return PatchIndex(
+        origins=df[["z", "y", "x"]].to_numpy(np.int32),
+        fg_fraction=df["fg_fraction"].to_numpy(np.float32),
+        patch_shape=tuple(json.loads(meta["spotlight_scale.patch_shape"])),
+        stride=tuple(json.loads(meta["spotlight_scale.stride"])),
+        min_fraction=float(json.loads(meta["spotlight_scale.min_fraction"])),
+        threshold=float(json.loads(meta["spotlight_scale.threshold"])),
+    )

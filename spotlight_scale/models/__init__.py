@@ -1,0 +1,1 @@
+"""models layer: see spotlight_scale/__init__.py for the layering."""

@@ -1,0 +1,1 @@
+"""pipelines layer: see spotlight_scale/__init__.py for the layering."""

@@ -1,0 +1,70 @@
+"""Versions of every artefact spotlight-scale writes.
+
+Each artefact carries its version (zarr attributes, Parquet key-value metadata,
+JSON files). Readers refuse a version they do not know, by name, instead of
+guessing (the ome-zarr-py ``Format`` lesson).
+"""
+
+from __future__ import annotations
+
+from . import __version__
+
+#: Layout of a spotlight-scale store (directory structure, field attributes,
+#: completion markers, patch index). Bumped on any incompatible change.
+STORE_LAYOUT_VERSION = 1
+
+#: Parquet table schemas, by table name.
+TABLE_SCHEMAS = {
+    "fields": 1,  # one row per field: keys + per-channel statistics
+    "failures": 1,  # ingest rows that failed with --on-error skip
+    "patches": 1,  # foreground patch index, one file per field
+    "nuclei": 1,  # per-nucleus profiles
+    "wells": 1,  # per-well aggregated profiles
+    "metrics": 1,  # per-field evaluation metrics
+}
+
+#: Model file format written by the trainer.
+MODEL_FILE_VERSION = 1
+
+
+class VersionError(RuntimeError):
+    """An artefact was written by an unknown (newer or older) layout."""
+
+
+def check_version(what: str, found, expected: int, where: str) -> None:
+    """Raise :class:`VersionError` unless ``found == expected``.
+
+    Parameters
+    ----------
+    what : str
+        Artefact name used in the message (e.g. ``"store layout"``).
+    found : int or None
+        Version read from the artefact.
+    expected : int
+        Version this build understands.
+    where : str
+        Path of the artefact, for the message.
+    """
+    if found is None:
+        raise VersionError(
+            f"{where}: no {what} version found; was it written by spotlight-scale?"
+        )
+    if int(found) != int(expected):
+        raise VersionError(
+            f"{where}: {what} version {found} is not supported by spotlight-scale "
+            f"{__version__} (expects {expected})"
+        )
+
+
+def parquet_metadata(table: str, **extra) -> dict[bytes, bytes]:
+    """Key-value metadata stamped into every Parquet file we write."""
+    import json
+
+    meta = {
+        "spotlight_scale.table": table,
+        "spotlight_scale.schema_version": str(TABLE_SCHEMAS[table]),
+        "spotlight_scale.version": __version__,
+    }
+    for key, value in extra.items():
+        meta[f"spotlight_scale.{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return {k.encode(): v.encode() for k, v in meta.items()}
