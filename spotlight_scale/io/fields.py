@@ -1,0 +1,140 @@
+"""Write one field into a store (image pyramid, labels, attributes, patch index, marker).
+
+This is the single writer used by ``ingest`` (and by test fixtures that build
+small stores); the order of writes is what makes ingest resumable: arrays and
+attributes first, the patch index next, the completion marker last.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..versioning import STORE_LAYOUT_VERSION
+from .omezarr import (downsample_mean, downsample_nearest, pyramid_shapes, write_image_czyx,
+                      write_labels_zyx)
+from .store import ATTRS_KEY, CHANNELS, FieldKey, Store
+from .tables import write_patch_index
+
+
+def build_pyramid(volume: np.ndarray, n_levels: int, labels: bool = False) -> list[np.ndarray]:
+    """Levels 0..n-1 of a ZYX volume, each halving z, y and x."""
+    levels = [volume]
+    for _ in range(n_levels - 1):
+        levels.append(downsample_nearest(levels[-1]) if labels else downsample_mean(levels[-1]))
+    return levels
+
+
+def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.ndarray,
+                mask: np.ndarray | None, voxel_size: Sequence[float], chunks: Sequence[int],
+                split: str, stats: dict[str, dict[str, float]], source: dict[str, Any],
+                patch_index: tuple[np.ndarray, np.ndarray] | None = None,
+                patch_settings: dict[str, Any] | None = None,
+                fingerprint: str = "", marker_info: dict[str, Any] | None = None) -> int:
+    """Write a field's arrays, attributes and patch index, then its completion marker.
+
+    Parameters
+    ----------
+    signal, target : ndarray (Z, Y, X)
+        Same shape and dtype (after resampling).
+    mask : ndarray (Z, Y, X) of int, optional
+        Ground-truth labels, written as NGFF ``labels/gt``.
+    stats : dict
+        ``{"signal": {...}, "target": {...}}`` from :mod:`spotlight_scale.core.stats`.
+    patch_index : (origins, fractions), optional
+        Foreground patch index (see :mod:`spotlight_scale.core.patches`), with
+        ``patch_settings = {"patch_shape", "stride", "min_fraction"}``.
+
+    Returns
+    -------
+    int
+        Bytes of image data written at level 0 (for throughput reporting).
+    """
+    import zarr
+
+    if signal.shape != target.shape:
+        raise ValueError(f"field {key}: signal {signal.shape} and target {target.shape} differ")
+    if signal.dtype != target.dtype:
+        target = target.astype(signal.dtype)
+    fmt = store.ngff_format()
+    shapes = pyramid_shapes(signal.shape)
+    czyx = np.stack([signal, target])
+    levels = [czyx]
+    for _ in range(len(shapes) - 1):
+        prev = levels[-1]
+        levels.append(np.stack([downsample_mean(prev[0]), downsample_mean(prev[1])]))
+
+    plate = zarr.open_group(str(store.plate_path(key.plate)), mode="a",
+                            zarr_format=store.zarr_format)
+    well = plate.require_group(key.row).require_group(key.column)
+    if str(key.field) in well:
+        del well[str(key.field)]  # a partial field from an interrupted run
+    group = well.require_group(str(key.field))
+    windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
+    write_image_czyx(group, levels, voxel_size=voxel_size, channel_names=CHANNELS,
+                     chunks_zyx=chunks, fmt=fmt, windows=windows)
+    if mask is not None:
+        if mask.shape != signal.shape:
+            raise ValueError(f"field {key}: mask {mask.shape} and images {signal.shape} differ")
+        write_labels_zyx(group, "gt", build_pyramid(mask, len(levels), labels=True),
+                         voxel_size=voxel_size, chunks_zyx=chunks, fmt=fmt)
+    group.attrs[ATTRS_KEY] = {
+        "layout_version": STORE_LAYOUT_VERSION,
+        "plate": key.plate, "well": key.well, "field": key.field, "split": split,
+        "shape_zyx": [int(s) for s in signal.shape],
+        "voxel_size_um": [float(v) for v in voxel_size],
+        "dtype": str(signal.dtype),
+        "stats": stats, "source": source, "has_gt": mask is not None,
+    }
+    if patch_index is not None:
+        settings = patch_settings or {}
+        write_patch_index(store.patch_index_path(key), patch_index[0], patch_index[1],
+                          patch_shape=settings["patch_shape"], stride=settings["stride"],
+                          min_fraction=settings["min_fraction"],
+                          threshold=stats["target"]["otsu"], field_id=key.id)
+    store.mark_done("ingest", key, {"split": split, "fingerprint": fingerprint,
+                                    **(marker_info or {})})
+    return int(czyx.nbytes)
+
+
+def finalize_store(store: Store) -> None:
+    """Rewrite HCS plate/well metadata and ``tables/fields.parquet`` from the done fields.
+
+    Run after a stage that adds fields: readers then see exactly the fields
+    that are complete (an interrupted field is never listed).
+    """
+    import zarr
+
+    from .omezarr import write_plate
+    from .tables import write_table
+
+    keys = store.fields()
+    by_plate: dict[str, dict[str, list[int]]] = {}
+    for key in keys:
+        by_plate.setdefault(key.plate, {}).setdefault(key.well, []).append(key.field)
+    for plate, wells in by_plate.items():
+        group = zarr.open_group(str(store.plate_path(plate)), mode="a",
+                                zarr_format=store.zarr_format)
+        write_plate(group, name=plate, wells=wells, fmt=store.ngff_format())
+    write_table(fields_frame(store, keys), store.table_path("fields"), "fields")
+
+
+def fields_frame(store: Store, keys: Sequence[FieldKey]):
+    """One row per field: keys, split, shape, voxel size and per-channel statistics."""
+    import pandas as pd
+
+    rows = []
+    for key in keys:
+        meta = store.field_meta(key)
+        row = {"plate": key.plate, "well": key.well, "row": key.row, "column": key.column,
+               "field": key.field, "split": meta["split"],
+               "path": str(store.field_url(key).relative_to(store.root))}
+        for axis, n, v in zip("zyx", meta["shape_zyx"], meta["voxel_size_um"]):
+            row[f"shape_{axis}"] = int(n)
+            row[f"voxel_{axis}_um"] = float(v)
+        for channel, st in meta["stats"].items():
+            for name, value in st.items():
+                row[f"{channel}_{name}"] = value
+        rows.append(row)
+    return pd.DataFrame(rows)
