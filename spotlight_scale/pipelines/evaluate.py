@@ -1,0 +1,680 @@
+"""The ``evaluate`` stage: pixel, segmentation and feature metrics of predictions.
+
+For every field of a split (default ``test``) on which every named prediction is
+done, one Dask task reads the target, the predictions and the label images and
+computes, per model (each prediction, plus ``target`` as the reference row):
+
+- **pixel level**, whole field and foreground (``target >= otsu``, Otsu from the
+  store's statistics): PSNR and SSIM with the target's range as data range
+  (predictions are already rescaled into it by ``predict``), MicroMS3IM
+  (``cubic``), single-image FRC (the XY slice with the most target
+  foreground) and FSC (the volume) resolutions in um, ``bin_delta`` 5, and the
+  two-image FRC of prediction against target on that slice (the finest period
+  the prediction reproduces: a noise-free prediction has no independent noise
+  between checkerboard halves, so its single-image FRC tends to the sampling
+  limit);
+- **segmentation level**: average precision at IoU 0.50..0.95 of each model's
+  labels against the ground truth (``labels:gt``), with
+  :mod:`spotlight_scale.core.matching`;
+- **post-thresholding sweep** (paper Fig. 3b): PSNR of each prediction with the
+  intensities below ``T`` set to 0 (what ``segment --threshold T`` segments), and
+  the AP of labels segmented from it, found by name: ``<LABELS>-t<T>``;
+- the IoU >= 0.5 matches between the target's labels and each prediction's
+  labels, used in the driver for the **feature level**: cosine distance between
+  target and prediction profiles (``profile`` datasets) per matched nucleus and
+  per well.
+
+Outputs in ``REPORT_DIR``: ``metrics.parquet`` (table ``metrics``: one row per
+field and model), ``summary.json`` (per-model means, per-well feature distances,
+intensity histograms, the sweep), ``slices.npz`` (slices shown in the report),
+then the report itself (:func:`spotlight_scale.report.write_report`). Per-field
+results are cached under ``REPORT_DIR/_fields`` with a fingerprint of the
+settings and of the input markers, so a re-run only computes what changed
+(``overwrite=True`` recomputes all).
+
+Which labels belong to which image (documented in the CLI): ``labels`` maps a
+prediction name to its labels name; a prediction without an entry uses
+``seg-<NAME>`` when ``segment`` wrote labels of that name; the target's labels
+default to ``seg-target`` likewise. Profiles: ``profiles`` maps ``target`` and
+prediction names to ``profile`` output directories; a single directory means
+``DIR/target`` and ``DIR/<NAME>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..io.store import FieldKey, Store, StoreError, canonical_well, check_name
+
+log = logging.getLogger(__name__)
+
+#: IoU thresholds of the AP (the cellpose / stardist convention).
+AP_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+AP_COLUMNS = tuple(f"ap{int(round(t * 100))}" for t in AP_THRESHOLDS)
+#: IoU at which target and prediction nuclei are matched for feature distances.
+MATCH_IOU = 0.5
+#: Intensity histogram bins (target range over the evaluated fields).
+HIST_BINS = 128
+TARGET = "target"
+SUMMARY_FORMAT = "spotlight-scale-evaluation"
+SUMMARY_VERSION = 1
+#: Metric columns of the ``metrics`` table, in report order.
+PIXEL_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "frc_um", "fsc_um",
+                 "frc_vs_target_um")
+SEG_METRICS = ("ap_mean", *AP_COLUMNS, "n_gt", "n_pred")
+FEATURE_METRICS = ("n_matched", "cosine_nuclei_median")
+#: Profile feature names that say *where* a nucleus is, not what it looks like:
+#: left out of the cosine distance (matched nuclei share them by construction).
+_LOCATION = re.compile(r"(location|centroid|center|bbox|boundingbox|bounding_box)", re.I)
+
+
+# =========================================================================== plan
+def threshold_label_name(labels: str, threshold: float) -> str:
+    """Labels name of ``labels`` re-segmented after post-thresholding at ``threshold``."""
+    return f"{labels}-t{threshold:g}"
+
+
+def _discover_thresholds(labels: str, segment_names: Sequence[str]) -> list[float]:
+    pat = re.compile(rf"^{re.escape(labels)}-t([0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)$")
+    out = []
+    for name in segment_names:
+        m = pat.match(name)
+        if m:
+            out.append(float(m.group(1)))
+    return sorted(set(out))
+
+
+def parse_mapping(values: Sequence[str] | Mapping[str, str] | None, what: str,
+                  names: Sequence[str]) -> dict[str, str]:
+    """``["fnet=seg-fnet", ...]`` -> dict; a lone value without ``=`` needs one name."""
+    if values is None:
+        return {}
+    if isinstance(values, Mapping):
+        return {str(k): str(v) for k, v in values.items()}
+    out = {}
+    for v in values:
+        key, sep, val = str(v).partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise ValueError(f"--{what} {v!r}: with several predictions use NAME={what.upper()}")
+            key, val = names[0], key
+        out[key.strip()] = val.strip()
+    return out
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_plan(store: Store, predictions: Sequence[str], *, gt_labels: str = "gt",
+               labels: Mapping[str, str] | None = None, target_labels: str | None = None,
+               split: str = "test", bin_delta: float = 5,
+               sweep: Sequence[float] | None = None) -> dict[str, Any]:
+    """Resolve names, fields, thresholds and histogram bins (no pixel work)."""
+    predictions = [check_name(p, "prediction name") for p in predictions]
+    if not predictions:
+        raise ValueError("evaluate needs at least one --prediction NAME")
+    if TARGET in predictions:
+        raise ValueError(f"a prediction may not be called {TARGET!r} (reserved for the target row)")
+    if len(set(predictions)) != len(predictions):
+        raise ValueError(f"prediction names repeat: {predictions}")
+    done_pred = set(store.done_names("predict"))
+    missing = [p for p in predictions if p not in done_pred]
+    if missing:
+        raise StoreError(f"{store.root}: no prediction named {missing} (have {sorted(done_pred)}); "
+                         "run `spotlight-scale predict STORE RUN --name NAME` first")
+    fields = store.fields(split)
+    if not fields:
+        raise StoreError(f"{store.root}: no ingested fields in split {split!r}")
+    keep = [k for k in fields if all(store.is_done("predict", k, p) for p in predictions)]
+    if len(keep) < len(fields):
+        log.warning("%d of %d %s fields lack a prediction and are left out",
+                    len(fields) - len(keep), len(fields), split)
+    if not keep:
+        raise StoreError(f"{store.root}: no {split} field has all predictions {predictions}")
+
+    seg_names = store.done_names("segment")
+    labels = dict(labels or {})
+    unknown = set(labels) - set(predictions)
+    if unknown:
+        raise ValueError(f"--labels given for {sorted(unknown)}, which are not among the "
+                         f"predictions {predictions}")
+    for p in predictions:
+        if p not in labels and f"seg-{p}" in seg_names:
+            labels[p] = f"seg-{p}"
+    for p, name in labels.items():
+        check_name(name, "labels name")
+        if name not in seg_names:
+            raise StoreError(f"{store.root}: no labels named {name!r} for prediction {p!r} "
+                             f"(segment wrote {seg_names}); run `spotlight-scale segment`")
+    if target_labels is None and "seg-target" in seg_names:
+        target_labels = "seg-target"
+    if target_labels is not None and target_labels not in seg_names:
+        raise StoreError(f"{store.root}: no target labels named {target_labels!r} "
+                         f"(segment wrote {seg_names})")
+
+    # sweep thresholds: given, or found as <labels>-t<T> label names
+    # (every prediction is scored at every threshold: PSNR always, AP where labels exist)
+    found = {float(t) for t in (sweep or ())}
+    for p in predictions:
+        if p in labels:
+            found |= set(_discover_thresholds(labels[p], seg_names))
+    thresholds = {p: sorted(found) for p in predictions}
+    if not found:
+        # no re-segmented labels and no --sweep: PSNR-only sweep between the
+        # background (median p0.1) and the foreground threshold (median Otsu)
+        lo = float(np.median([store.stats(k, "target")["p0_1"] for k in keep]))
+        hi = float(np.median([store.stats(k, "target")["otsu"] for k in keep]))
+        default = [float(f"{v:.4g}") for v in np.linspace(lo, hi, 5)]
+        thresholds = {p: default for p in predictions}
+
+    tmin = min(store.stats(k, "target")["min"] for k in keep)
+    tmax = max(store.stats(k, "target")["max"] for k in keep)
+    if not tmax > tmin:
+        tmax = tmin + 1.0
+    plan = {
+        "store": str(store.root), "split": split, "predictions": predictions,
+        "fields": [k.id for k in keep], "gt_labels": gt_labels, "labels": labels,
+        "target_labels": target_labels, "bin_delta": float(bin_delta),
+        "thresholds": thresholds, "ap_thresholds": list(AP_THRESHOLDS),
+        "hist_edges": np.linspace(tmin, tmax, HIST_BINS + 1).tolist(),
+        "otsu_median": float(np.median([store.stats(k, "target")["otsu"] for k in keep])),
+    }
+    return plan
+
+
+def _input_markers(store: Store, key: FieldKey, plan) -> dict:
+    """Markers of every input of ``key``: their change invalidates the cached result."""
+    out = {"ingest": store.is_done("ingest", key)}
+    for p in plan["predictions"]:
+        out[f"predict/{p}"] = store.is_done("predict", key, p)
+    names = list(plan["labels"].values()) + [plan["target_labels"]]
+    for p, ts in plan["thresholds"].items():
+        if p in plan["labels"]:
+            names += [threshold_label_name(plan["labels"][p], t) for t in ts]
+    for n in names:
+        if n:
+            out[f"segment/{n}"] = store.is_done("segment", key, n)
+    return out
+
+
+# =========================================================================== per field
+def _ap(gt: np.ndarray, pred: np.ndarray, thresholds) -> np.ndarray:
+    """AP at each IoU threshold, via :mod:`spotlight_scale.core.matching`."""
+    from ..core import matching
+
+    res = matching.average_precision(gt, pred, thresholds)
+    if isinstance(res, Mapping):
+        res = res["ap"]
+    return np.asarray(res, dtype=np.float64).reshape(len(thresholds))
+
+
+def _match(a: np.ndarray, b: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one IoU matches (label ids of ``a``, label ids of ``b``)."""
+    from ..core import matching
+
+    pairs = matching.match_labels(a, b, iou)
+    ia, ib = pairs
+    return np.asarray(ia, dtype=np.int64), np.asarray(ib, dtype=np.int64)
+
+
+def _nobj(lab: np.ndarray) -> int:
+    return int(np.unique(lab[lab > 0]).size)
+
+
+def _safe(fn, *args, **kwargs) -> float:
+    try:
+        return float(fn(*args, **kwargs))
+    except ValueError as exc:  # too small for a window / split: not a failure of the field
+        log.debug("metric %s skipped: %s", getattr(fn, "__name__", fn), exc)
+        return float("nan")
+
+
+def _read_labels(store: Store, key: FieldKey, name: str | None, gt: bool = False):
+    if name is None:
+        return None
+    if not gt and not store.is_done("segment", key, name):
+        log.warning("field %s: labels %r not done; its segmentation metrics are NaN", key, name)
+        return None
+    try:
+        return store.read_named(key, f"labels:{name}")
+    except StoreError as exc:
+        if gt:
+            log.warning("field %s: %s; AP is NaN", key, exc)
+            return None
+        raise
+
+
+def _hist(x: np.ndarray, edges: np.ndarray) -> list[int]:
+    """Histogram with values outside the edges counted in the end bins."""
+    clipped = np.clip(x.ravel(), edges[0], edges[-1])
+    return np.histogram(clipped, bins=edges)[0].astype(np.int64).tolist()
+
+
+def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
+    """All per-field metrics of one field (a Dask task; plain data in and out).
+
+    Returns
+    -------
+    dict
+        ``rows`` (one per model), ``sweep`` rows, ``hist`` counts per image,
+        ``matches`` (target label ids, prediction label ids) per prediction.
+    """
+    from ..core import metrics as M
+
+    store = Store(store_root)
+    key = FieldKey.from_id(field_id)
+    meta = store.field_meta(key)
+    vz, vy, vx = store.voxel_size(key)
+    otsu = float(store.stats(key, "target")["otsu"])
+    target = store.read(key, "target").astype(np.float64)
+    fg = target >= otsu
+    rng = float(target.max() - target.min())
+    z_show = int(np.argmax(fg.sum(axis=(1, 2))))
+    bd = plan["bin_delta"]
+    thr = plan["ap_thresholds"]
+    edges = np.asarray(plan["hist_edges"])
+    gt = _read_labels(store, key, plan["gt_labels"], gt=True) if meta.get("has_gt", True) else None
+    tlab = _read_labels(store, key, plan["target_labels"])
+    base = {"plate": key.plate, "well": key.well, "field": key.field,
+            "split": meta.get("split", "")}
+
+    def resolution(img):
+        return {"frc_um": _safe(M.frc_resolution, img[z_show], bin_delta=bd, spacing=(vy, vx)),
+                "fsc_um": _safe(M.frc_resolution, img, bin_delta=bd, spacing=(vz, vy, vx))}
+
+    def seg(lab):
+        out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean")}
+        out["n_gt"] = _nobj(gt) if gt is not None else 0
+        out["n_pred"] = _nobj(lab) if lab is not None else 0
+        if gt is not None and lab is not None:
+            ap = _ap(gt, lab, thr)
+            out.update({c: float(v) for c, v in zip(AP_COLUMNS, ap)})
+            out["ap_mean"] = float(np.mean(ap))
+        return out
+
+    rows = [{**base, "model": TARGET, "labels": plan["target_labels"] or "",
+             **{m: float("nan") for m in PIXEL_METRICS}, **resolution(target),
+             **seg(tlab), "n_matched": 0, "cosine_nuclei_median": float("nan")}]
+    hist = {TARGET: _hist(target, edges)}
+    sweep, matches = [], {}
+    for name in plan["predictions"]:
+        pred = store.read_named(key, f"prediction:{name}").astype(np.float64)
+        if pred.shape != target.shape:
+            raise StoreError(f"field {key}: prediction {name!r} {pred.shape} and target "
+                             f"{target.shape} differ in shape")
+        labels_name = plan["labels"].get(name)
+        plab = _read_labels(store, key, labels_name)
+        row = {**base, "model": name, "labels": labels_name or "",
+               "psnr": M.psnr(target, pred, data_range=rng),
+               "psnr_fg": M.psnr_foreground(target, pred, fg, data_range=rng),
+               "ssim": _safe(M.ssim, target, pred, data_range=rng),
+               "ssim_fg": _safe(M.ssim_foreground, target, pred, fg, data_range=rng),
+               "micro_ms3im": _safe(M.micro_ms3im, target, pred),
+               **resolution(pred),
+               "frc_vs_target_um": _safe(M.frc_resolution, pred[z_show], target[z_show],
+                                         bin_delta=bd, spacing=(vy, vx)),
+               **seg(plab),
+               "n_matched": 0, "cosine_nuclei_median": float("nan")}
+        if tlab is not None and plab is not None:
+            ia, ib = _match(tlab, plab, MATCH_IOU)
+            matches[name] = [ia.tolist(), ib.tolist()]
+            row["n_matched"] = int(ia.size)
+        rows.append(row)
+        hist[name] = _hist(pred, edges)
+        for t in plan["thresholds"].get(name, []):
+            cut = M.threshold_below(pred, t)
+            srow = {**base, "model": name, "threshold": float(t),
+                    "psnr": M.psnr(target, cut, data_range=rng),
+                    "ap50": float("nan"), "ap_mean": float("nan")}
+            if labels_name is not None and gt is not None:
+                tname = threshold_label_name(labels_name, t)
+                if store.is_done("segment", key, tname):
+                    ap = _ap(gt, store.read_named(key, f"labels:{tname}"), thr)
+                    srow["ap50"], srow["ap_mean"] = float(ap[0]), float(np.mean(ap))
+            sweep.append(srow)
+    return {"field": field_id, "rows": rows, "sweep": sweep, "hist": hist, "matches": matches}
+
+
+# =========================================================================== features
+def _feature_columns(a, b) -> list[str]:
+    import pandas as pd
+
+    cols = []
+    for c in a.columns:
+        if (c.startswith("Nuclei_") and c in b.columns and not _LOCATION.search(c)
+                and pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])):
+            cols.append(c)
+    return cols
+
+
+def read_profiles(path: str | Path, fields: Sequence[str]):
+    """Nucleus profiles of ``path`` (a ``profile`` dataset) restricted to ``fields``.
+
+    Keys normalised to ``Metadata_Plate`` (str), ``Metadata_Well`` (canonical),
+    ``Metadata_Field`` and ``Metadata_Label`` (int).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no profiles; run `spotlight-scale profile ... --out {path}`")
+    try:
+        from ..io import profiles as io_profiles  # the profile stage's reader, when present
+
+        df = io_profiles.read_profiles(path)
+    except (ImportError, AttributeError):
+        df = pd.read_parquet(path)
+    need = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_Label"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise StoreError(f"{path}: profile table lacks key columns {missing}")
+    df = df.copy()
+    df["Metadata_Plate"] = df["Metadata_Plate"].astype(str)
+    df["Metadata_Well"] = df["Metadata_Well"].astype(str).map(canonical_well)
+    df["Metadata_Field"] = df["Metadata_Field"].astype(int)
+    df["Metadata_Label"] = df["Metadata_Label"].astype(int)
+    ids = (df["Metadata_Plate"] + "/" + df["Metadata_Well"] + "/"
+           + df["Metadata_Field"].astype(str))
+    return df[ids.isin(set(fields))].reset_index(drop=True)
+
+
+def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequence]):
+    """Cosine distances between target and prediction profiles.
+
+    Features: the ``Nuclei_*`` columns both tables share, minus location features,
+    min-max scaled by the target nuclei's range (``cubic``'s ``feature_ranges``
+    convention) so no unit dominates.
+
+    Parameters
+    ----------
+    target_profiles, pred_profiles : DataFrame
+        Output of :func:`read_profiles`.
+    matches : mapping
+        ``field id -> (target label ids, prediction label ids)``, one-to-one.
+
+    Returns
+    -------
+    per_field : dict
+        ``field id -> (n matched with profiles, median cosine distance)``.
+    per_well : list of dict
+        ``plate, well, n_target, n_pred, cosine_distance`` between the well medians.
+    features : list of str
+    """
+    from ..core.metrics import cosine_distance, cosine_distances, minmax_scale
+
+    feats = _feature_columns(target_profiles, pred_profiles)
+    if not feats or target_profiles.empty or pred_profiles.empty:
+        return {}, [], feats
+    T = target_profiles[feats].to_numpy(np.float64)
+    lo, hi = np.nanmin(T, axis=0), np.nanmax(T, axis=0)
+    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_Label"]
+    ts = target_profiles[keys].copy()
+    ps = pred_profiles[keys].copy()
+    ts[feats] = minmax_scale(T, lo, hi)
+    ps[feats] = minmax_scale(pred_profiles[feats].to_numpy(np.float64), lo, hi)
+    tidx = ts.set_index(keys)
+    pidx = ps.set_index(keys)
+    per_field = {}
+    for fid, (ia, ib) in matches.items():
+        k = FieldKey.from_id(fid)
+        ta = [(k.plate, k.well, k.field, int(i)) for i in ia]
+        pb = [(k.plate, k.well, k.field, int(i)) for i in ib]
+        ok = [j for j in range(len(ta)) if ta[j] in tidx.index and pb[j] in pidx.index]
+        if not ok:
+            per_field[fid] = (0, float("nan"))
+            continue
+        d = cosine_distances(tidx.loc[[ta[j] for j in ok], feats].to_numpy(),
+                             pidx.loc[[pb[j] for j in ok], feats].to_numpy())
+        per_field[fid] = (len(ok), float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"))
+    per_well = []
+    for (plate, well), tg in ts.groupby(["Metadata_Plate", "Metadata_Well"], sort=True):
+        pg = ps[(ps["Metadata_Plate"] == plate) & (ps["Metadata_Well"] == well)]
+        dist = (cosine_distance(np.nanmedian(tg[feats].to_numpy(), axis=0),
+                                np.nanmedian(pg[feats].to_numpy(), axis=0))
+                if len(pg) else float("nan"))
+        per_well.append({"plate": plate, "well": well, "n_target": int(len(tg)),
+                         "n_pred": int(len(pg)), "cosine_distance": dist})
+    return per_field, per_well, feats
+
+
+def resolve_profiles(profiles, predictions: Sequence[str]) -> dict[str, Path]:
+    """``DIR`` -> ``{target: DIR/target, NAME: DIR/NAME}``; or an explicit mapping."""
+    if profiles is None:
+        return {}
+    if isinstance(profiles, (str, Path)):
+        root = Path(profiles)
+        return {n: root / n for n in (TARGET, *predictions)}
+    if isinstance(profiles, Mapping):
+        return {str(k): Path(v) for k, v in profiles.items()}
+    items = list(profiles)
+    if len(items) == 1 and "=" not in str(items[0]):
+        return resolve_profiles(str(items[0]), predictions)
+    out = {}
+    for v in items:
+        key, sep, val = str(v).partition("=")
+        if not sep:
+            raise ValueError(f"--profiles {v!r}: give one DIR, or NAME=DIR pairs "
+                             f"(NAME: target or a prediction)")
+        out[key.strip()] = Path(val.strip())
+    return out
+
+
+# =========================================================================== driver
+def _summarise(df, models: Sequence[str]) -> dict:
+    out = {}
+    for m in models:
+        sub = df[df["model"] == m]
+        stats = {}
+        for c in (*PIXEL_METRICS, *SEG_METRICS, *FEATURE_METRICS):
+            v = sub[c].to_numpy(np.float64)
+            v = v[np.isfinite(v)]
+            stats[c] = ({"mean": float(v.mean()), "std": float(v.std()),
+                         "median": float(np.median(v)), "n": int(v.size)}
+                        if v.size else {"mean": None, "std": None, "median": None, "n": 0})
+        out[m] = stats
+    return out
+
+
+def _save_slices(store: Store, plan: dict, path: Path) -> None:
+    """XY and XZ slices of the first evaluated field (signal, target, predictions, labels)."""
+    key = FieldKey.from_id(plan["fields"][0])
+    otsu = store.stats(key, "target")["otsu"]
+    target = store.read(key, "target")
+    fg = target >= otsu
+    z = int(np.argmax(fg.sum(axis=(1, 2))))
+    y = int(np.argmax(fg[z].sum(axis=1)))
+    arrays: dict[str, np.ndarray] = {}
+
+    def put(name, vol):
+        arrays[f"{name}__xy"] = np.asarray(vol[z])
+        arrays[f"{name}__xz"] = np.asarray(vol[:, y, :])
+
+    put("image__signal", store.read(key, "signal"))
+    put(f"image__{TARGET}", target)
+    for p in plan["predictions"]:
+        put(f"image__{p}", store.read_named(key, f"prediction:{p}"))
+    label_of = {TARGET: plan["target_labels"], **plan["labels"]}
+    for model, name in label_of.items():
+        if name and store.is_done("segment", key, name):
+            put(f"labels__{model}", store.read_named(key, f"labels:{name}"))
+    if plan["gt_labels"]:
+        try:
+            put("labels__gt", store.read_named(key, f"labels:{plan['gt_labels']}"))
+        except StoreError:
+            pass
+    meta = {"field": key.id, "z": z, "y": y, "voxel_size_um": list(store.voxel_size(key)),
+            "otsu": float(otsu)}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+    tmp.replace(path)
+
+
+def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str | Path,
+             gt_labels: str = "gt", labels: Mapping[str, str] | None = None,
+             target_labels: str | None = None, profiles=None, split: str = "test",
+             bin_delta: float = 5, sweep: Sequence[float] | None = None,
+             cluster: str = "local", workers: int | None = None,
+             cluster_config: str | None = None, overwrite: bool = False,
+             report: bool = True) -> dict:
+    """Evaluate predictions of a store; write the metrics table, summary and report.
+
+    Parameters
+    ----------
+    store : path or Store
+    predictions : sequence of str
+        Prediction names (``predict --name``).
+    out : path
+        Report directory (created).
+    gt_labels : str
+        Ground-truth labels name (``labels:gt``).
+    labels : mapping, optional
+        Prediction name -> labels name; default ``seg-<NAME>`` when it exists.
+    target_labels : str, optional
+        Labels segmented from the real target; default ``seg-target`` when it exists.
+    profiles : path or mapping, optional
+        ``profile`` outputs: one directory holding ``target/`` and ``<NAME>/``, or a
+        mapping ``{"target": DIR, NAME: DIR}``. Without it no feature metrics.
+    split : str
+        Fields to evaluate (``all`` for every field).
+    bin_delta : float
+        FRC/FSC ring width (the paper: 5).
+    sweep : sequence of float, optional
+        Post-thresholding intensities (raw target units) for the sweep, added to those
+        found as ``<LABELS>-t<T>`` labels.
+    cluster, workers, cluster_config
+        Dask cluster (see :func:`spotlight_scale.cluster.open_client`).
+    overwrite : bool
+        Recompute fields whose cached results are still valid.
+    report : bool
+        Render ``report.md`` and its figures.
+
+    Returns
+    -------
+    dict
+        The summary written to ``summary.json``.
+    """
+    import pandas as pd
+
+    from ..io.atomic import atomic_write_json
+    from ..io.tables import write_table
+    from ..progress import Progress
+
+    store = store if isinstance(store, Store) else Store(store)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = build_plan(store, predictions, gt_labels=gt_labels, labels=labels,
+                      target_labels=target_labels, split=split, bin_delta=bin_delta,
+                      sweep=sweep)
+    prof_paths = resolve_profiles(profiles, plan["predictions"])
+    plan_fp = _fingerprint({k: v for k, v in plan.items() if k != "fields"})
+
+    results: dict[str, dict] = {}
+    todo = []
+    cache = out / "_fields"
+    for fid in plan["fields"]:
+        key = FieldKey.from_id(fid)
+        path = cache / key.plate / key.well / f"{key.field}.json"
+        fp = _fingerprint([plan_fp, _input_markers(store, key, plan)])
+        if path.exists() and not overwrite:
+            try:
+                cached = json.loads(path.read_text())
+                if cached.get("fingerprint") == fp:
+                    results[fid] = cached["result"]
+                    continue
+            except (json.JSONDecodeError, KeyError):
+                pass  # a damaged cache entry is recomputed
+        todo.append((fid, path, fp))
+
+    progress = Progress(len(plan["fields"]), "fields", desc="evaluate", initial=len(results))
+    if todo:
+        from distributed import as_completed
+
+        from ..cluster import open_client
+
+        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
+            futs = {client.submit(evaluate_field, str(store.root), fid, plan, pure=False):
+                    (fid, path, fp) for fid, path, fp in todo}
+            for fut in as_completed(futs):
+                fid, path, fp = futs[fut]
+                res = fut.result()
+                atomic_write_json(path, {"fingerprint": fp, "result": res})
+                results[fid] = res
+                progress.update(1)
+    progress.close()
+
+    ordered = [results[f] for f in plan["fields"]]
+    df = pd.DataFrame([r for res in ordered for r in res["rows"]])
+
+    # ---- feature level
+    wells: list[dict] = []
+    features: dict[str, list[str]] = {}
+    if prof_paths:
+        if TARGET not in prof_paths:
+            raise ValueError("--profiles needs the target's profiles (target=DIR)")
+        tprof = read_profiles(prof_paths[TARGET], plan["fields"])
+        for name in plan["predictions"]:
+            if name not in prof_paths:
+                log.warning("no profiles for prediction %r: no feature distances", name)
+                continue
+            pprof = read_profiles(prof_paths[name], plan["fields"])
+            matches = {res["field"]: res["matches"][name] for res in ordered
+                       if name in res["matches"]}
+            per_field, per_well, feats = feature_distances(tprof, pprof, matches)
+            features[name] = feats
+            for fid, (n, d) in per_field.items():
+                k = FieldKey.from_id(fid)
+                sel = ((df["model"] == name) & (df["plate"] == k.plate) & (df["well"] == k.well)
+                       & (df["field"] == k.field))
+                df.loc[sel, "n_matched"] = n
+                df.loc[sel, "cosine_nuclei_median"] = d
+            wells += [{"model": name, **w} for w in per_well]
+
+    for c in ("field", "n_gt", "n_pred", "n_matched"):
+        df[c] = df[c].astype(np.int64)
+    write_table(df, out / "metrics.parquet", "metrics", predictions=plan["predictions"],
+                split=split, store=str(store.root))
+
+    models = [TARGET, *plan["predictions"]]
+    sweep_rows = [r for res in ordered for r in res["sweep"]]
+    sweep_summary = []
+    if sweep_rows:
+        sdf = pd.DataFrame(sweep_rows)
+        for (model, t), g in sdf.groupby(["model", "threshold"], sort=True):
+            entry = {"model": model, "threshold": float(t), "n_fields": int(len(g))}
+            for c in ("psnr", "ap50", "ap_mean"):
+                v = g[c].to_numpy(np.float64)
+                v = v[np.isfinite(v)]
+                entry[c] = float(v.mean()) if v.size else None
+            sweep_summary.append(entry)
+    hist = {m: np.sum([res["hist"][m] for res in ordered], axis=0).tolist() for m in models}
+    summary = {
+        "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
+        "store": str(store.root), "split": split, "predictions": plan["predictions"],
+        "fields": plan["fields"], "n_fields": len(plan["fields"]),
+        "gt_labels": gt_labels, "labels": plan["labels"],
+        "target_labels": plan["target_labels"],
+        "profiles": {k: str(v) for k, v in prof_paths.items()}, "features": features,
+        "settings": {"bin_delta": plan["bin_delta"], "ap_thresholds": list(AP_THRESHOLDS),
+                     "match_iou": MATCH_IOU, "frc_threshold": 1 / 7},
+        "models": _summarise(df, models),
+        "wells": wells,
+        "histograms": {"edges": plan["hist_edges"], "counts": hist,
+                       "target_otsu_median": plan["otsu_median"]},
+        "sweep": sweep_summary,
+    }
+    _save_slices(store, plan, out / "slices.npz")
+    atomic_write_json(out / "summary.json", summary)
+    log.info("evaluate: %d fields, report data in %s", len(plan["fields"]), out)
+    if report:
+        from ..report import write_report
+
+        write_report(out)
+    return summary

@@ -1,0 +1,278 @@
+"""The evaluate pipeline end to end on a small store with fabricated predictions and labels."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from spotlight_scale.core import metrics as M
+
+matching = pytest.importorskip("spotlight_scale.core.matching",
+                               reason="segmentation matching not available yet")
+
+FIELDS = (("P1", "B03", 0, "test"), ("P1", "B03", 1, "test"), ("P1", "C04", 0, "test"),
+          ("P1", "C04", 1, "train"))
+THRESH = 300.0
+
+
+def add_prediction(store, key, name, volume):
+    import zarr
+
+    from spotlight_scale.io.omezarr import write_image_czyx
+
+    plate = zarr.open_group(str(store.plate_path(key.plate, prediction=name)), mode="a",
+                            zarr_format=store.zarr_format)
+    group = plate.require_group(key.row).require_group(key.column).require_group(str(key.field))
+    write_image_czyx(group, [volume[None].astype(np.float32)], voxel_size=store.voxel_size(key),
+                     channel_names=["prediction"], chunks_zyx=(8, 32, 32),
+                     fmt=store.ngff_format())
+    store.mark_done("predict", key, {"fingerprint": "test"}, name=name)
+
+
+def add_labels(store, key, name, labels):
+    from spotlight_scale.io.omezarr import write_labels_zyx
+
+    write_labels_zyx(store.open_field(key, mode="a"), name, [labels.astype(np.uint32)],
+                     voxel_size=store.voxel_size(key), chunks_zyx=(8, 32, 32),
+                     fmt=store.ngff_format())
+    store.mark_done("segment", key, {"fingerprint": "test"}, name=name)
+
+
+def drop_label(labels, which):
+    out = labels.copy()
+    out[out == which] = 0
+    return out
+
+
+def profiles_of(store, keys, image_of, labels_name):
+    """A tiny stand-in for `profile`: volume, mean intensity and location per nucleus."""
+    rows = []
+    for key in keys:
+        lab = store.read_named(key, f"labels:{labels_name}")
+        img = image_of(key)
+        ids = np.unique(lab[lab > 0])
+        vol = ndi.sum_labels(np.ones_like(lab), lab, ids)
+        mean = ndi.mean(img, lab, ids)
+        mx = ndi.maximum(img, lab, ids)
+        cx = [c[2] for c in ndi.center_of_mass(np.ones_like(lab), lab, ids)]
+        for i, v, m, x, c in zip(ids, vol, mean, mx, cx):
+            rows.append({"Metadata_Plate": key.plate, "Metadata_Well": key.well,
+                         "Metadata_Field": key.field, "Metadata_Label": int(i),
+                         "Nuclei_AreaShape_Volume": float(v), "Nuclei_Intensity_Mean": float(m),
+                         "Nuclei_Intensity_Max": float(x), "Nuclei_Location_Center_X": float(c)})
+    return pd.DataFrame(rows)
+
+
+def write_profiles(df, path):
+    path.mkdir(parents=True)
+    df.to_parquet(path, partition_cols=["Metadata_Plate", "Metadata_Well"])
+
+
+@pytest.fixture
+def eval_store(make_store, tmp_path):
+    store = make_store(fields=FIELDS, shape=(16, 48, 48), n_blobs=6, seed=3)
+    rng = np.random.default_rng(0)
+    test_keys = store.fields("test")
+    for key in store.fields():
+        target = store.read(key, "target").astype(np.float64)
+        gt = store.read_named(key, "labels:gt")
+        ids = np.unique(gt[gt > 0])
+        # "good": target + noise; "blurry": a smoothed, dimmer target (F-net-like haze)
+        add_prediction(store, key, "good", target + rng.normal(0, 15, target.shape))
+        add_prediction(store, key, "blurry", ndi.gaussian_filter(target, 2.0) * 0.9 + 20)
+        add_labels(store, key, "seg-target", gt)
+        add_labels(store, key, "seg-good", drop_label(gt, ids[0]))
+        add_labels(store, key, "seg-blurry", drop_label(drop_label(gt, ids[0]), ids[1]))
+        add_labels(store, key, f"seg-blurry-t{THRESH:g}", drop_label(gt, ids[1]))
+    prof = tmp_path / "profiles"
+    read = {"target": lambda k: store.read(k, "target"),
+            "good": lambda k: store.read_named(k, "prediction:good"),
+            "blurry": lambda k: store.read_named(k, "prediction:blurry")}
+    labels = {"target": "seg-target", "good": "seg-good", "blurry": "seg-blurry"}
+    frames = {m: profiles_of(store, test_keys, read[m], labels[m]) for m in read}
+    for m, df in frames.items():
+        write_profiles(df, prof / m)
+    return store, prof, frames
+
+
+def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, tmp_path):
+    from spotlight_scale.io.tables import read_table
+    from spotlight_scale.pipelines.evaluate import AP_THRESHOLDS, evaluate
+
+    store, prof, frames = eval_store
+    out = tmp_path / "report"
+    summary = evaluate(store, ["good", "blurry"], out=out, profiles=prof, workers=1)
+
+    for name in ("report.md", "histograms.png", "metrics.png", "slices.png", "sweep.png",
+                 "metrics.parquet", "summary.json", "slices.npz"):
+        assert (out / name).stat().st_size > 0, name
+    df = read_table(out / "metrics.parquet", "metrics")
+    test_keys = store.fields("test")
+    assert len(df) == len(test_keys) * 3
+    assert set(df["model"]) == {"target", "good", "blurry"}
+    assert summary == json.loads((out / "summary.json").read_text())
+
+    for key in test_keys:
+        target = store.read(key, "target").astype(np.float64)
+        fg = target >= store.stats(key, "target")["otsu"]
+        gt = store.read_named(key, "labels:gt")
+        sel = (df["plate"] == key.plate) & (df["well"] == key.well) & (df["field"] == key.field)
+        for name in ("good", "blurry"):
+            pred = store.read_named(key, f"prediction:{name}").astype(np.float64)
+            row = df[sel & (df["model"] == name)].iloc[0]
+            assert row["psnr"] == pytest.approx(M.psnr(target, pred))
+            assert row["psnr_fg"] == pytest.approx(M.psnr_foreground(target, pred, fg))
+            assert row["ssim"] == pytest.approx(M.ssim(target, pred))
+            assert row["ssim_fg"] == pytest.approx(M.ssim_foreground(target, pred, fg))
+            assert row["micro_ms3im"] == pytest.approx(M.micro_ms3im(target, pred))
+            vz, vy, vx = store.voxel_size(key)
+            assert row["fsc_um"] == pytest.approx(M.frc_resolution(pred, spacing=(vz, vy, vx)),
+                                                  nan_ok=True)
+            z = int(np.argmax(fg.sum(axis=(1, 2))))
+            assert row["frc_vs_target_um"] == pytest.approx(
+                M.frc_resolution(pred[z], target[z], spacing=(vy, vx)), nan_ok=True)
+            lab = store.read_named(key, f"labels:seg-{name}")
+            ap = np.asarray(_ap(gt, lab, AP_THRESHOLDS))
+            assert row["ap50"] == pytest.approx(ap[0])
+            assert row["ap_mean"] == pytest.approx(ap.mean())
+            assert row["n_pred"] == len(np.unique(lab[lab > 0]))
+        trow = df[sel & (df["model"] == "target")].iloc[0]
+        assert np.isnan(trow["psnr"])
+        assert trow["ap50"] == pytest.approx(1.0)  # seg-target is the ground truth itself
+
+    # the fabricated models are ordered the way they were built
+    good = summary["models"]["good"]
+    blurry = summary["models"]["blurry"]
+    assert good["psnr"]["mean"] > blurry["psnr"]["mean"]
+    assert good["ap50"]["mean"] > blurry["ap50"]["mean"]
+    # summary means are the table's means
+    for model in ("target", "good", "blurry"):
+        for metric in ("psnr", "ssim", "ap50", "frc_um", "cosine_nuclei_median"):
+            v = df.loc[df["model"] == model, metric].to_numpy(np.float64)
+            v = v[np.isfinite(v)]
+            got = summary["models"][model][metric]["mean"]
+            assert (got is None and v.size == 0) or got == pytest.approx(v.mean())
+
+    # report table shows the summary numbers
+    md = (out / "report.md").read_text()
+    for name in ("good", "blurry"):
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {name} |"))
+        s = summary["models"][name]
+        assert f"{s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f}" in line
+        assert f"{s['ap50']['mean']:.3f}" in line
+    for fig in ("metrics.png", "slices.png", "histograms.png", "sweep.png"):
+        assert f"]({fig})" in md
+
+    # feature level by hand: matched nuclei (IoU) -> min-max scaled features -> cosine
+    feats = ["Nuclei_AreaShape_Volume", "Nuclei_Intensity_Max", "Nuclei_Intensity_Mean"]
+    assert sorted(summary["features"]["good"]) == feats  # location feature left out
+    t = frames["target"].set_index(["Metadata_Plate", "Metadata_Well", "Metadata_Field",
+                                    "Metadata_Label"])
+    p = frames["good"].set_index(t.index.names)
+    lo, hi = t[feats].min().to_numpy(), t[feats].max().to_numpy()
+    key = test_keys[0]
+    ia, ib = _match(store.read_named(key, "labels:seg-target"),
+                    store.read_named(key, "labels:seg-good"))
+    d = [M.cosine_distance((t.loc[(key.plate, key.well, key.field, a), feats].to_numpy() - lo)
+                           / (hi - lo),
+                           (p.loc[(key.plate, key.well, key.field, b), feats].to_numpy() - lo)
+                           / (hi - lo)) for a, b in zip(ia, ib)]
+    row = df[(df["model"] == "good") & (df["plate"] == key.plate) & (df["well"] == key.well)
+             & (df["field"] == key.field)].iloc[0]
+    assert row["n_matched"] == len(ia) > 0
+    assert row["cosine_nuclei_median"] == pytest.approx(np.median(d))
+    wells = {(w["model"], w["well"]): w for w in summary["wells"]}
+    assert set(wells) == {(m, w) for m in ("good", "blurry") for w in ("B03", "C04")}
+    tw = (t.xs("B03", level="Metadata_Well")[feats].to_numpy() - lo) / (hi - lo)
+    pw = (p.xs("B03", level="Metadata_Well")[feats].to_numpy() - lo) / (hi - lo)
+    assert wells[("good", "B03")]["cosine_distance"] == pytest.approx(
+        M.cosine_distance(np.median(tw, axis=0), np.median(pw, axis=0)))
+
+    # sweep: PSNR of the thresholded prediction; AP from the <labels>-t<T> labels
+    sweep = {(r["model"], r["threshold"]): r for r in summary["sweep"]}
+    assert set(sweep) == {("blurry", THRESH), ("good", THRESH)}
+    assert sweep[("good", THRESH)]["ap50"] is None  # no seg-good-t300 labels: PSNR only
+    psnrs, aps = [], []
+    for key in test_keys:
+        target = store.read(key, "target").astype(np.float64)
+        pred = store.read_named(key, "prediction:blurry")
+        psnrs.append(M.psnr(target, M.threshold_below(pred, THRESH)))
+        aps.append(_ap(store.read_named(key, "labels:gt"),
+                       store.read_named(key, f"labels:seg-blurry-t{THRESH:g}"), AP_THRESHOLDS)[0])
+    assert sweep[("blurry", THRESH)]["psnr"] == pytest.approx(np.mean(psnrs))
+    assert sweep[("blurry", THRESH)]["ap50"] == pytest.approx(np.mean(aps))
+
+    # histograms: every voxel of the evaluated fields counted once per image
+    n_vox = sum(np.prod(store.read(k, "target").shape) for k in test_keys)
+    for m, counts in summary["histograms"]["counts"].items():
+        assert sum(counts) == n_vox, m
+
+
+def test_evaluate_rerun_uses_cache_and_overwrite_recomputes(eval_store, tmp_path, monkeypatch):
+    from spotlight_scale.pipelines import evaluate as ev
+
+    store, _, _ = eval_store
+    out = tmp_path / "r"
+    first = ev.evaluate(store, ["good"], out=out, workers=1, report=False)
+    assert not (out / "report.md").exists()
+
+    def boom(*a, **k):
+        raise AssertionError("a cached field was recomputed")
+
+    monkeypatch.setattr(ev, "evaluate_field", boom)
+    second = ev.evaluate(store, ["good"], out=out, workers=1, report=False)
+    assert second["models"] == first["models"]
+    with pytest.raises(Exception, match="recomputed"):
+        ev.evaluate(store, ["good"], out=out, workers=1, report=False, overwrite=True)
+
+
+def test_evaluate_errors_name_what_is_missing(eval_store, tmp_path):
+    from spotlight_scale.io.store import StoreError
+    from spotlight_scale.pipelines.evaluate import evaluate
+
+    store, _, _ = eval_store
+    with pytest.raises(StoreError, match="no prediction named \\['nope'\\]"):
+        evaluate(store, ["nope"], out=tmp_path / "x")
+    with pytest.raises(StoreError, match="no labels named 'seg-x'"):
+        evaluate(store, ["good"], labels={"good": "seg-x"}, out=tmp_path / "x")
+    with pytest.raises(StoreError, match="no ingested fields in split 'holdout'"):
+        evaluate(store, ["good"], split="holdout", out=tmp_path / "x")
+
+
+def test_evaluate_cli(eval_store, tmp_path):
+    from click.testing import CliRunner
+
+    from spotlight_scale.cli import cli
+
+    store, prof, _ = eval_store
+    out = tmp_path / "cli-report"
+    res = CliRunner().invoke(cli, ["evaluate", str(store.root), "--prediction", "good",
+                                   "--labels", "good=seg-good", "--profiles", f"target={prof / 'target'}",
+                                   "--profiles", f"good={prof / 'good'}", "--sweep", "250,400",
+                                   "--out", str(out), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "report.md" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(r["threshold"] for r in summary["sweep"]) == [250.0, 400.0]
+    assert re.search(r"^good: psnr [0-9.]+, ssim [0-9.]+, ap50 [0-9.]+$", res.output, re.M)
+    bad = CliRunner().invoke(cli, ["evaluate", str(store.root), "--prediction", "nope",
+                                   "--out", str(out)])
+    assert bad.exit_code != 0 and "no prediction named" in bad.output
+
+
+# independent of the pipeline: direct calls into the matching module
+def _ap(gt, pred, thresholds):
+    res = matching.average_precision(gt, pred, thresholds)
+    if isinstance(res, dict):
+        res = res["ap"]
+    return np.asarray(res, dtype=np.float64)
+
+
+def _match(a, b):
+    ia, ib = matching.match_labels(a, b, 0.5)
+    return np.asarray(ia), np.asarray(ib)
