@@ -115,7 +115,10 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
     test_keys = store.fields("test")
     assert len(df) == len(test_keys) * 3
     assert set(df["model"]) == {"target", "good", "blurry"}
-    assert summary == json.loads((out / "summary.json").read_text())
+    def no_nan(const):
+        raise AssertionError(f"summary.json is not strict JSON: {const}")
+
+    assert summary == json.loads((out / "summary.json").read_text(), parse_constant=no_nan)
 
     for key in test_keys:
         target = store.read(key, "target").astype(np.float64)

@@ -483,6 +483,19 @@ def _summarise(df, models: Sequence[str]) -> dict:
     return out
 
 
+def _finite_or_none(obj):
+    """Replace NaN/inf floats by None, recursively (summary.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def _save_slices(store: Store, plan: dict, path: Path) -> None:
     """XY and XZ slices of the first evaluated field (signal, target, predictions, labels)."""
     key = FieldKey.from_id(plan["fields"][0])
@@ -670,6 +683,7 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
                        "target_otsu_median": plan["otsu_median"]},
         "sweep": sweep_summary,
     }
+    summary = _finite_or_none(summary)
     _save_slices(store, plan, out / "slices.npz")
     atomic_write_json(out / "summary.json", summary)
     log.info("evaluate: %d fields, report data in %s", len(plan["fields"]), out)
