@@ -216,24 +216,6 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
         assert sum(counts) == n_vox, m
 
 
-def test_evaluate_rerun_uses_cache_and_overwrite_recomputes(eval_store, tmp_path, monkeypatch):
-    from spotlight_scale.pipelines import evaluate as ev
-
-    store, _, _ = eval_store
-    out = tmp_path / "r"
-    first = ev.evaluate(store, ["good"], out=out, workers=1, report=False)
-    assert not (out / "report.md").exists()
-
-    def boom(*a, **k):
-        raise AssertionError("a cached field was recomputed")
-
-    monkeypatch.setattr(ev, "evaluate_field", boom)
-    second = ev.evaluate(store, ["good"], out=out, workers=1, report=False)
-    assert second["models"] == first["models"]
-    with pytest.raises(Exception, match="recomputed"):
-        ev.evaluate(store, ["good"], out=out, workers=1, report=False, overwrite=True)
-
-
 def test_evaluate_errors_name_what_is_missing(eval_store, tmp_path):
     from spotlight_scale.io.store import StoreError
     from spotlight_scale.pipelines.evaluate import evaluate
@@ -247,22 +229,44 @@ def test_evaluate_errors_name_what_is_missing(eval_store, tmp_path):
         evaluate(store, ["good"], split="holdout", out=tmp_path / "x")
 
 
-def test_evaluate_cli(eval_store, tmp_path):
+def test_evaluate_cli_then_cache_then_overwrite(eval_store, tmp_path, monkeypatch):
+    """One real CLI run; a re-run reuses every cached field; --overwrite recomputes."""
     from click.testing import CliRunner
 
     from spotlight_scale.cli import cli
+    from spotlight_scale.pipelines import evaluate as ev
 
     store, prof, _ = eval_store
     out = tmp_path / "cli-report"
     res = CliRunner().invoke(cli, ["evaluate", str(store.root), "--prediction", "good",
-                                   "--labels", "good=seg-good", "--profiles", f"target={prof / 'target'}",
+                                   "--labels", "good=seg-good",
+                                   "--profiles", f"target={prof / 'target'}",
                                    "--profiles", f"good={prof / 'good'}", "--sweep", "250,400",
-                                   "--out", str(out), "--workers", "1"])
+                                   "--out", str(out), "--workers", "1", "--no-report"])
     assert res.exit_code == 0, res.output
-    assert "report.md" in res.output
-    summary = json.loads((out / "summary.json").read_text())
-    assert sorted(r["threshold"] for r in summary["sweep"]) == [250.0, 400.0]
+    assert "summary.json" in res.output and not (out / "report.md").exists()
+    first = json.loads((out / "summary.json").read_text())
+    assert sorted(r["threshold"] for r in first["sweep"]) == [250.0, 400.0]
     assert re.search(r"^good: psnr [0-9.]+, ssim [0-9.]+, ap50 [0-9.]+$", res.output, re.M)
+    assert len(list((out / "_fields").rglob("*.json"))) == len(store.fields("test"))
+
+    def boom(*a, **k):
+        raise AssertionError("a cached field was recomputed")
+
+    monkeypatch.setattr(ev, "evaluate_field", boom)
+    kwargs = dict(labels={"good": "seg-good"}, profiles={"target": prof / "target",
+                                                         "good": prof / "good"},
+                  sweep=[250, 400], out=out, workers=1, report=False)
+    second = ev.evaluate(store, ["good"], **kwargs)
+    assert second["models"] == first["models"] and second["wells"] == first["wells"]
+    with pytest.raises(Exception, match="recomputed"):
+        ev.evaluate(store, ["good"], overwrite=True, **kwargs)
+    # a changed input (the prediction's marker) invalidates only that field's cache
+    key = store.fields("test")[0]
+    store.mark_done("predict", key, {"fingerprint": "changed"}, name="good")
+    with pytest.raises(Exception, match="recomputed"):
+        ev.evaluate(store, ["good"], **kwargs)
+
     bad = CliRunner().invoke(cli, ["evaluate", str(store.root), "--prediction", "nope",
                                    "--out", str(out)])
     assert bad.exit_code != 0 and "no prediction named" in bad.output
