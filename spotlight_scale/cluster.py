@@ -46,6 +46,9 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
     """
     from distributed import Client
 
+    if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
+        # distributed configures its loggers at INFO on import; keep the console for progress
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if cluster == "local":
         from distributed import LocalCluster
 

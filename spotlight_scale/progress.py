@@ -70,7 +70,10 @@ class Progress:
 
     def _emit(self) -> None:
         text = self.line()
-        log.info(text)
+        if self.stream is None:
+            log.info(text)
+        else:
+            log.debug(text)
         if self.stream is not None:
             end = "\r" if getattr(self.stream, "isatty", lambda: False)() and self.done < self.total else "\n"
             print(text, file=self.stream, end=end, flush=True)

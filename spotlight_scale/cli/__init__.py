@@ -54,15 +54,17 @@ Examples:
   spotlight-scale train demo/store.ome demo/runs/spotlight --loss spotlight
   spotlight-scale <command> --help""")
 @click.version_option(__version__, prog_name="spotlight-scale")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="More log output: -v info, -vv debug, -vvv debug for Dask too.")
 def cli(verbose: int) -> None:
     """Foreground-aware virtual staining (Spotlight) for high-content screens.
 
     Stages read what the previous stage wrote into one store:
     synth -> ingest -> train -> predict -> segment -> profile -> evaluate.
     """
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose >= 3 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.getLogger("spotlight_scale").setLevel(ours)
 
 
 def main() -> None:  # console-script entry point

@@ -26,6 +26,29 @@ def build_pyramid(volume: np.ndarray, n_levels: int, labels: bool = False) -> li
     return levels
 
 
+def open_well_group(store: Store, key: FieldKey, attempts: int = 5):
+    """Open (creating if needed) the well group of ``key``.
+
+    Several workers may create the same plate, row or well group at once; zarr
+    then reports the group as already existing to the losers of the race, who
+    simply open it again.
+    """
+    import time
+
+    import zarr
+    from zarr.errors import ContainsGroupError
+
+    for attempt in range(attempts):
+        try:
+            plate = zarr.open_group(str(store.plate_path(key.plate)), mode="a",
+                                    zarr_format=store.zarr_format)
+            return plate.require_group(key.row).require_group(key.column)
+        except (ContainsGroupError, FileExistsError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.ndarray,
                 mask: np.ndarray | None, voxel_size: Sequence[float], chunks: Sequence[int],
                 split: str, stats: dict[str, dict[str, float]], source: dict[str, Any],
@@ -65,9 +88,7 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
         prev = levels[-1]
         levels.append(np.stack([downsample_mean(prev[0]), downsample_mean(prev[1])]))
 
-    plate = zarr.open_group(str(store.plate_path(key.plate)), mode="a",
-                            zarr_format=store.zarr_format)
-    well = plate.require_group(key.row).require_group(key.column)
+    well = open_well_group(store, key)
     if str(key.field) in well:
         del well[str(key.field)]  # a partial field from an interrupted run
     group = well.require_group(str(key.field))

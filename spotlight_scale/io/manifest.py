@@ -1,0 +1,276 @@
+"""The screen manifest: one CSV row per field, validated before anything is written.
+
+Columns (see README): required ``path_signal``, ``path_target``; optional
+``path_mask``, ``plate``, ``well``, ``field``, ``split``, ``channel_signal``,
+``channel_target``, ``voxel_z``, ``voxel_y``, ``voxel_x``. Paths are relative to
+the CSV's folder unless absolute. Voxel size comes from the columns, else from
+the TIFF's metadata (ImageJ or OME), else from ``default_voxel_size``.
+
+Validation reads TIFF headers only (shape, axes, metadata), not pixel data, and
+collects every problem; each message names the CSV line and the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any
+
+from .store import FieldKey, canonical_well, check_name
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("path_signal", "path_target")
+OPTIONAL = ("path_mask", "plate", "well", "field", "split", "channel_signal", "channel_target",
+            "voxel_z", "voxel_y", "voxel_x")
+SPLITS = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """The manifest has problems; ``errors`` lists them, each naming line and file."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__(f"{len(errors)} problem(s) in the manifest:\n  " + "\n  ".join(errors))
+
+
+@dataclass
+class ManifestRow:
+    """One validated field of the manifest."""
+
+    line: int  # line number in the CSV (header is line 1)
+    key: FieldKey
+    split: str
+    path_signal: Path
+    path_target: Path
+    path_mask: Path | None
+    channel_signal: int | None
+    channel_target: int | None
+    voxel_size: tuple[float, float, float]
+    shape: tuple[int, int, int]
+    nbytes: int = 0
+    extra: dict[str, Any] = dc_field(default_factory=dict)
+
+    def source(self) -> dict[str, Any]:
+        """Provenance recorded in the store: files, their size and mtime, channels, voxel size."""
+        files = {"signal": self.path_signal, "target": self.path_target}
+        if self.path_mask is not None:
+            files["mask"] = self.path_mask
+        out = {"manifest_line": self.line, "voxel_size_um": list(self.voxel_size),
+               "shape_zyx": list(self.shape),
+               "channel_signal": self.channel_signal, "channel_target": self.channel_target}
+        for name, p in files.items():
+            st = p.stat()
+            out[f"path_{name}"] = str(p)
+            out[f"size_{name}"] = st.st_size
+            out[f"mtime_ns_{name}"] = st.st_mtime_ns
+        return out
+
+
+def _tiff_header(path: Path, channel: int | None):
+    """(shape ZYX, voxel size or None, nbytes) from a TIFF header, or raise ValueError."""
+    import numpy as np
+    import tifffile
+
+    from .tiff import _voxel_size
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            series = tif.series[0]
+            axes, shape = series.axes.upper(), list(series.shape)
+            voxel = _voxel_size(tif, series)
+            dtype = series.dtype
+            # touch the first and last page: catches truncated files cheaply
+            pages = tif.pages
+            pages[0].asarray()
+            if len(pages) > 1:
+                pages[len(pages) - 1].asarray()
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except Exception as exc:
+        raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    if "Z" not in axes:
+        for g in "QI":
+            if g in axes and shape[axes.index(g)] > 1:
+                axes = axes.replace(g, "Z", 1)
+                break
+    dims = {a: n for a, n in zip(axes, shape)}
+    n_c = dims.pop("C", 1)
+    if channel is not None and not 0 <= channel < n_c:
+        raise ValueError(f"channel {channel} out of range (file has {n_c})")
+    if channel is None and n_c > 1:
+        raise ValueError(f"has {n_c} channels; set channel_signal/channel_target")
+    extra = {a: n for a, n in dims.items() if a not in "ZYX" and n > 1}
+    if extra or not {"Z", "Y", "X"} <= set(dims):
+        raise ValueError(f"expected a 3D z-stack (ZYX), got shape {tuple(shape)} with axes {axes!r}")
+    zyx = (dims["Z"], dims["Y"], dims["X"])
+    return zyx, voxel, int(np.prod(zyx)) * np.dtype(dtype).itemsize
+
+
+def _int_or_none(value: str, col: str, line: int, errors: list[str]) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        errors.append(f"line {line}: column {col!r} must be an integer, got {value!r}")
+        return None
+
+
+def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = "fail"
+                  ) -> tuple[list[ManifestRow], list[dict[str, Any]]]:
+    """Read and validate a manifest.
+
+    Parameters
+    ----------
+    path : path
+        The CSV file.
+    default_voxel_size : (z, y, x) in um, optional
+        Used for rows whose columns and TIFF metadata give no voxel size.
+    on_error : {"fail", "skip"}
+        ``fail`` raises :class:`ManifestError` listing every problem; ``skip``
+        returns the valid rows and a list of failures (dicts with line, file, error).
+
+    Returns
+    -------
+    rows, failures
+    """
+    path = Path(path)
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            records = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ManifestError([f"{path}: cannot read the manifest ({exc})"]) from None
+    missing = [c for c in REQUIRED if c not in columns]
+    unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
+    if missing or unknown:
+        msgs = [f"{path}: missing required column {c!r}" for c in missing]
+        msgs += [f"{path}: unknown column {c!r} (known: {', '.join(REQUIRED + OPTIONAL)})"
+                 for c in unknown]
+        raise ManifestError(msgs)
+    if not records:
+        raise ManifestError([f"{path}: the manifest has no rows"])
+
+    base = path.parent
+    rows: list[ManifestRow] = []
+    failures: list[dict[str, Any]] = []
+    seen: dict[FieldKey, int] = {}
+    derived = []
+    for i, rec in enumerate(records):
+        line = i + 2
+        errors: list[str] = []
+        bad_file = ""
+
+        def resolve(col):
+            v = rec.get(col, "")
+            if not v:
+                return None
+            p = Path(v).expanduser()
+            return p if p.is_absolute() else (base / p)
+
+        files = {c: resolve(c) for c in ("path_signal", "path_target", "path_mask")}
+        for c in REQUIRED:
+            if files[c] is None:
+                errors.append(f"line {line}: empty required column {c!r}")
+        ch = {c: _int_or_none(rec.get(c, ""), c, line, errors)
+              for c in ("channel_signal", "channel_target")}
+        headers = {}
+        for c, p in files.items():
+            if p is None:
+                continue
+            channel = ch.get(c.replace("path_", "channel_")) if c != "path_mask" else None
+            try:
+                headers[c] = _tiff_header(p, channel)
+            except ValueError as exc:
+                errors.append(f"line {line}: {c} {p}: {exc}")
+                bad_file = bad_file or str(p)
+        shapes = {c: h[0] for c, h in headers.items()}
+        if len(set(shapes.values())) > 1:
+            desc = ", ".join(f"{c.replace('path_', '')} {s} ({files[c]})" for c, s in shapes.items())
+            errors.append(f"line {line}: shapes differ: {desc}")
+        # keys
+        plate = rec.get("plate") or path.stem
+        try:
+            check_name(plate, "plate name")
+        except ValueError as exc:
+            errors.append(f"line {line}: {exc}")
+        well_raw = rec.get("well", "")
+        well = None
+        if well_raw:
+            try:
+                well = canonical_well(well_raw)
+            except ValueError as exc:
+                errors.append(f"line {line}: {exc} ({files['path_signal']})")
+        field_no = _int_or_none(rec.get("field", ""), "field", line, errors)
+        split = rec.get("split") or "train"
+        if split not in SPLITS:
+            errors.append(f"line {line}: unknown split {split!r} (expected one of "
+                          f"{', '.join(SPLITS)}) ({files['path_signal']})")
+        # voxel size: columns, else metadata, else default
+        voxel = None
+        vcols = [rec.get(f"voxel_{a}", "") for a in "zyx"]
+        if any(vcols):
+            try:
+                voxel = tuple(float(v) for v in vcols)
+                if min(voxel) <= 0:
+                    raise ValueError
+            except ValueError:
+                errors.append(f"line {line}: voxel_z/y/x must be three positive numbers, got "
+                              f"{vcols}")
+                voxel = None
+        if voxel is None and "path_signal" in headers:
+            voxel = headers["path_signal"][1] or headers.get("path_target", (None, None))[1]
+        if voxel is None and default_voxel_size is not None:
+            voxel = tuple(float(v) for v in default_voxel_size)
+        if voxel is None and not any(vcols):
+            errors.append(f"line {line}: no voxel size for {files['path_signal']}: add voxel_z/"
+                          "voxel_y/voxel_x columns, use TIFFs with ImageJ/OME metadata, or pass "
+                          "--voxel-size")
+        if errors:
+            failures.append({"line": line, "file": bad_file or str(files["path_signal"] or ""),
+                             "error": "; ".join(errors)})
+            continue
+        if well is None or field_no is None:
+            derived.append(line)
+        rows.append(ManifestRow(
+            line=line, key=None, split=split,  # key assigned below, after derivation
+            path_signal=files["path_signal"], path_target=files["path_target"],
+            path_mask=files["path_mask"], channel_signal=ch["channel_signal"],
+            channel_target=ch["channel_target"], voxel_size=voxel,
+            shape=shapes["path_signal"], nbytes=sum(h[2] for h in headers.values()),
+            extra={"plate": plate, "well": well, "field": field_no}))
+
+    # derive missing keys: wells B02, B03, ... per plate in row order, fields counted per well
+    next_well: dict[str, int] = {}
+    next_field: dict[tuple[str, str], int] = {}
+    for row in rows:
+        plate, well, field_no = row.extra["plate"], row.extra["well"], row.extra["field"]
+        if well is None:
+            n = next_well.get(plate, 0)
+            next_well[plate] = n + 1
+            well = f"{'BCDEFGHIJKLMNO'[n // 11 % 14]}{(n % 11) + 2:02d}"
+        if field_no is None:
+            field_no = next_field.get((plate, well), 0)
+        next_field[(plate, well)] = max(next_field.get((plate, well), 0), field_no + 1)
+        row.key = FieldKey(plate, well, field_no)
+        row.extra = {}
+        if row.key in seen:
+            failures.append({"line": row.line, "file": str(row.path_signal),
+                             "error": f"line {row.line}: duplicate plate/well/field {row.key} "
+                                      f"(also on line {seen[row.key]})"})
+        else:
+            seen[row.key] = row.line
+    dup_lines = {f["line"] for f in failures if "duplicate" in f["error"]}
+    rows = [r for r in rows if r.line not in dup_lines]
+    if derived:
+        log.warning("manifest %s: plate/well/field derived for line(s) %s", path,
+                    ", ".join(map(str, derived)))
+    if failures and on_error == "fail":
+        raise ManifestError([f["error"] for f in sorted(failures, key=lambda f: f["line"])])
+    return rows, failures
