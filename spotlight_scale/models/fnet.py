@@ -1,0 +1,91 @@
+"""F-net: the 3D U-Net of Ounkomol et al. 2018 (AllenCellModeling/pytorch_fnet ``fnet_nn_3d``).
+
+Architecture (depth ``d``, base channels ``c``; the paper's default d=4, c=32):
+
+- level 0 maps ``in_channels -> c``; level ``i`` works at ``c * 2**i`` channels,
+  so depth 4 gives 1 -> 32 -> 64 -> 128 -> 256 -> 512;
+- every level: two [Conv3d 3x3x3, padding 1 -> BatchNorm3d -> ReLU];
+- down: Conv3d kernel 2, stride 2 -> BatchNorm3d -> ReLU (channels unchanged),
+  then the next level doubles the channels in its first convolution;
+- up: ConvTranspose3d kernel 2, stride 2 (channels halve) -> BatchNorm3d -> ReLU,
+  concatenated with the skip connection, then the level's second pair of convs
+  (2n -> n, n -> n);
+- output: Conv3d 3x3x3, padding 1, to ``out_channels``; no norm, no ReLU.
+
+Spatial sizes must be divisible by ``2**depth`` (:attr:`FNet.divisor`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _double_conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+    )
+
+
+class FNet(nn.Module):
+    """3D U-Net for label-free prediction (F-net).
+
+    Parameters
+    ----------
+    depth : int
+        Number of down/up-sampling steps (4 in the paper).
+    channels : int
+        Channels of the first level (32 in the paper); doubled at every level.
+    in_channels, out_channels : int
+        Input and output channels (1 and 1: transmitted light -> Hoechst).
+    """
+
+    def __init__(self, depth: int = 4, channels: int = 32, in_channels: int = 1,
+                 out_channels: int = 1):
+        super().__init__()
+        if depth < 0 or channels < 1:
+            raise ValueError(f"depth must be >= 0 and channels >= 1, got {depth}, {channels}")
+        self.depth, self.channels = int(depth), int(channels)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        widths = [channels * 2**i for i in range(depth + 1)]
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        cin = in_channels
+        for i, w in enumerate(widths):
+            self.encoders.append(_double_conv(cin, w))
+            if i < depth:
+                self.downs.append(nn.Sequential(nn.Conv3d(w, w, 2, stride=2),
+                                                nn.BatchNorm3d(w), nn.ReLU(inplace=True)))
+                self.ups.append(nn.Sequential(nn.ConvTranspose3d(2 * w, w, 2, stride=2),
+                                              nn.BatchNorm3d(w), nn.ReLU(inplace=True)))
+                self.decoders.append(_double_conv(2 * w, w))
+            cin = w
+        self.head = nn.Conv3d(widths[0], out_channels, 3, padding=1)
+
+    @property
+    def divisor(self) -> int:
+        """Spatial sizes must be multiples of this (``2**depth``)."""
+        return 2**self.depth
+
+    def config(self) -> dict:
+        return {"depth": self.depth, "channels": self.channels,
+                "in_channels": self.in_channels, "out_channels": self.out_channels}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bad = [s for s in x.shape[2:] if s % self.divisor]
+        if bad:
+            raise ValueError(f"F-net of depth {self.depth} needs spatial sizes divisible by "
+                             f"{self.divisor}, got {tuple(x.shape[2:])}")
+        skips = []
+        for i in range(self.depth):
+            x = self.encoders[i](x)
+            skips.append(x)
+            x = self.downs[i](x)
+        x = self.encoders[self.depth](x)
+        for i in reversed(range(self.depth)):
+            x = self.ups[i](x)
+            x = self.decoders[i](torch.cat([skips[i], x], dim=1))
+        return self.head(x)
