@@ -1,0 +1,64 @@
+"""``spotlight-scale train``: F-net with the MSE or the Spotlight loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import overwrite_option, parse_triple, store_argument
+
+
+@click.command(epilog="""\b
+Examples:
+  # the paper's protocol (a GPU job): 50k iterations, batch 24, 32x64x64
+  spotlight-scale train store/ runs/spotlight --loss spotlight --device cuda
+  # F-net baseline, small enough for a CPU
+  spotlight-scale train store/ runs/fnet --loss mse --depth 2 --channels 8 \\
+      --patch 16,32,32 --batch-size 4 --iterations 200
+  # a YAML config (same keys as the flags; flags win), then continue to more iterations
+  spotlight-scale train store/ runs/a --config train.yaml
+  spotlight-scale train store/ runs/a --resume --iterations 100000
+  # DDP: torchrun --nproc-per-node 4 -m spotlight_scale train store/ runs/ddp ...
+  #      or srun inside an sbatch job (see deploy/slurm/)""")
+@store_argument
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False,
+                                                         exists=True),
+              help="YAML file with any of the keys below (unknown keys are an error).")
+@click.option("--loss", type=click.Choice(["mse", "spotlight"]), help="[default: spotlight]")
+@click.option("--iterations", type=int, help="[default: 50000]")
+@click.option("--batch-size", type=int, help="Global batch, split across ranks [default: 24].")
+@click.option("--patch", callback=parse_triple, help="Patch Z,Y,X [default: 32,64,64].")
+@click.option("--depth", type=int, help="F-net depth [default: 4].")
+@click.option("--channels", type=int, help="F-net base channels [default: 32].")
+@click.option("--lr", type=float, help="Adam learning rate [default: 1e-3].")
+@click.option("--seed", type=int, help="[default: 0]")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="[default: auto]")
+@click.option("--val-interval", type=int, help="Validate every N iterations [default: 500].")
+@click.option("--checkpoint-interval", type=int, help="Checkpoint every N iterations [default: 500].")
+@click.option("--num-workers", type=int, help="DataLoader workers [default: 2].")
+@click.option("--augment/--no-augment", default=None, help="XY flips/rotations [default: off].")
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/latest.pt.")
+@overwrite_option
+def train(store, run_dir, config_file, resume, overwrite, **flags):
+    """Train F-net on STORE's training fields into RUN_DIR.
+
+    Writes RUN_DIR/config.yaml (the resolved config), loss.csv (train and
+    validation loss), checkpoints/latest.pt and, at the end, model.pt with the
+    model config, normalisation mode and the training target's intensity range.
+    """
+    from ..config import ConfigError
+    from ..io.store import StoreError
+    from ..pipelines.train import resolve_train_config
+    from ..pipelines.train import train as run_train
+
+    if flags.get("patch") is not None:
+        flags["patch"] = tuple(int(p) for p in flags["patch"])
+    try:
+        cfg = resolve_train_config(config_file, flags)
+        path = run_train(store, run_dir, cfg, resume=resume, overwrite=overwrite)
+    except (ConfigError, StoreError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if path is not None:
+        click.echo(f"train: model written to {path}")

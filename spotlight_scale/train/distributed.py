@@ -1,0 +1,86 @@
+"""DDP set-up from the launcher's environment: torchrun or SLURM's srun.
+
+- torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``;
+- srun sets ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` and
+  ``SLURM_JOB_NODELIST``; the master is the first host of the node list
+  (``scontrol show hostnames``) unless ``MASTER_ADDR`` is set.
+
+NCCL on CUDA, gloo on CPU. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    launcher: str = "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _first_host(nodelist: str) -> str:
+    try:
+        out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True,
+                             text=True, check=True, timeout=30).stdout.split()
+        if out:
+            return out[0]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    # simple fallback for "node[01-04],other" style lists
+    head = nodelist.split(",")[0]
+    if "[" in head:
+        prefix, rng = head.split("[", 1)
+        return prefix + rng.rstrip("]").split(",")[0].split("-")[0]
+    return head
+
+
+def detect(env: dict | None = None) -> DistEnv:
+    """Ranks and master address from torchrun or srun variables (single process otherwise)."""
+    env = dict(os.environ if env is None else env)
+    port = int(env.get("MASTER_PORT", 29500))
+    if "WORLD_SIZE" in env and "RANK" in env:
+        return DistEnv(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)),
+                       env.get("MASTER_ADDR", "127.0.0.1"), port, "torchrun")
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", 1)) > 1:
+        addr = env.get("MASTER_ADDR") or _first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1"))
+        return DistEnv(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]),
+                       int(env.get("SLURM_LOCALID", 0)), addr, port, "srun")
+    return DistEnv()
+
+
+def init(dist_env: DistEnv, device: str) -> None:
+    """Join the process group (no-op for a single process)."""
+    if dist_env.world == 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    os.environ["MASTER_ADDR"] = dist_env.master_addr
+    os.environ["MASTER_PORT"] = str(dist_env.master_port)
+    dist.init_process_group(backend, rank=dist_env.rank, world_size=dist_env.world)
+    log.info("DDP rank %d/%d via %s (%s, master %s:%d)", dist_env.rank, dist_env.world,
+             dist_env.launcher, backend, dist_env.master_addr, dist_env.master_port)
+
+
+def shutdown(dist_env: DistEnv) -> None:
+    if dist_env.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
