@@ -26,7 +26,8 @@ def build_pyramid(volume: np.ndarray, n_levels: int, labels: bool = False) -> li
     return levels
 
 
-def open_well_group(store: Store, key: FieldKey, attempts: int = 5):
+def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
+                    prediction: str | None = None):
     """Open (creating if needed) the well group of ``key``.
 
     Several workers may create the same plate, row or well group at once; zarr
@@ -40,7 +41,7 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5):
 
     for attempt in range(attempts):
         try:
-            plate = zarr.open_group(str(store.plate_path(key.plate)), mode="a",
+            plate = zarr.open_group(str(store.plate_path(key.plate, prediction)), mode="a",
                                     zarr_format=store.zarr_format)
             return plate.require_group(key.row).require_group(key.column)
         except (ContainsGroupError, FileExistsError):
