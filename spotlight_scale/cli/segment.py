@@ -1,0 +1,52 @@
+"""``spotlight-scale segment``: nuclei labels of a stored image (watershed or Cellpose)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import cluster_options, overwrite_option, store_argument
+
+
+@click.command(epilog="""\b
+Examples:
+  spotlight-scale segment store/ --image target --name seg-target
+  spotlight-scale segment store/ --image prediction:spotlight --name seg-spotlight
+  # the paper's post-thresholding (evaluate finds labels named <LABELS>-t<T>):
+  spotlight-scale segment store/ --image prediction:fnet --name seg-fnet-t500 --threshold 500
+  spotlight-scale segment store/ --image target --name cp --method cellpose \\
+      --cellpose-model /path/to/cellpose_model    # needs: pip install 'spotlight-scale[cellpose]'""")
+@store_argument
+@click.option("--image", required=True, help="target, signal or prediction:NAME.")
+@click.option("--name", required=True, help="Name of the labels (labels/NAME in each field).")
+@click.option("--method", type=click.Choice(["watershed", "cellpose"]), default="watershed",
+              show_default=True)
+@click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False,
+                                                         exists=True),
+              help="YAML with watershed parameters (see spotlight_scale.core.segment).")
+@click.option("--threshold", type=float, default=None,
+              help="Zero intensities below T before segmenting (post-thresholding).")
+@click.option("--cellpose-model", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
+              show_default=True)
+@cluster_options
+@overwrite_option
+def segment(store, image, name, method, config_file, threshold, cellpose_model, split, cluster,
+            cluster_config, workers, overwrite):
+    """Segment nuclei in IMAGE of every field of STORE into NGFF labels NAME."""
+    from ..config import ConfigError, resolve_config
+    from ..core.segment import WatershedConfig
+    from ..io.store import StoreError
+    from ..pipelines.segment import segment as run_segment
+
+    try:
+        cfg = resolve_config(WatershedConfig, config_file)
+        res = run_segment(store, image=image, name=name, method=method, config=cfg,
+                          threshold=threshold, cellpose_model=cellpose_model, split=split,
+                          cluster=cluster, workers=workers, cluster_config=cluster_config,
+                          overwrite=overwrite)
+    except (ConfigError, StoreError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"segment {name}: {res['done']} field(s), {res['objects']} nuclei, "
+               f"{res['skipped']} already done")

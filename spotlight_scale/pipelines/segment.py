@@ -1,0 +1,137 @@
+"""Segment: nuclei labels of a stored image for every field, mapped over Dask workers.
+
+Reads ``target``, ``signal`` or ``prediction:NAME`` of each field, segments it
+(watershed recipe, or Cellpose with a user-supplied model) and writes NGFF
+labels ``labels/<NAME>`` into the raw field, then the ``segment`` marker (with
+a settings fingerprint) last. Fields larger than ``max_voxels`` are segmented
+in overlapping blocks and stitched (:mod:`spotlight_scale.chunked.labels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..core.segment import WatershedConfig, watershed_nuclei
+from ..io.store import FieldKey, Store, StoreError, check_name
+
+
+def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, threshold,
+                   cellpose_model):
+    from .. import backend
+
+    if method == "watershed":
+        x = backend.to_device(image, "auto")
+        return backend.to_host(watershed_nuclei(x, cfg, threshold=threshold))
+    if method == "cellpose":
+        try:
+            from cellpose import models
+        except ImportError:
+            raise RuntimeError("--method cellpose needs the cellpose extra: "
+                               "pip install 'spotlight-scale[cellpose]'") from None
+        model = models.CellposeModel(pretrained_model=str(cellpose_model),
+                                     gpu=backend.gpu_available())
+        img = np.where(image < threshold, 0, image) if threshold is not None else image
+        masks = model.eval(img, do_3D=True, z_axis=0)[0]
+        return masks.astype(np.uint32)
+    raise ValueError(f"unknown segmentation method {method!r}")
+
+
+def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, method: str,
+                  cfg: WatershedConfig, threshold, cellpose_model, fingerprint: str,
+                  max_voxels: int, chunk_overlap: int = 32) -> dict[str, Any]:
+    """Segment one field and write its labels (runs on a worker)."""
+    from ..chunked.labels import segment_chunked
+    from ..io.fields import build_pyramid
+    from ..io.omezarr import write_labels_zyx
+
+    store = Store(store_root)
+    data = store.read_named(key, image)
+    run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model)
+    if data.size > max_voxels:
+        side = max(64, int(round((max_voxels / data.shape[0]) ** 0.5)))
+        labels = segment_chunked(data, run, (data.shape[0], side, side),
+                                 (0, chunk_overlap, chunk_overlap))
+    else:
+        labels = run(data)
+    labels = labels.astype(np.uint32)
+    raw = store.image(key)
+    n_levels = len([k for k in store.open_field(key).array_keys() if k.startswith("s")])
+    write_labels_zyx(store.open_field(key, mode="a"), name,
+                     build_pyramid(labels, n_levels, labels=True),
+                     voxel_size=store.voxel_size(key), chunks_zyx=tuple(raw.chunks[1:]),
+                     fmt=store.ngff_format())
+    n = int(np.unique(labels[labels > 0]).size)
+    store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
+                                     "n_objects": n}, name=name)
+    return {"field": key.id, "n_objects": n}
+
+
+def segment(store_root, *, image: str, name: str, method: str = "watershed",
+            config: WatershedConfig | None = None, threshold: float | None = None,
+            cellpose_model=None, split: str = "all", cluster: str = "local",
+            workers: int | None = None, cluster_config=None, overwrite: bool = False,
+            max_voxels: int = 256 * 1024 * 1024, progress_stream=sys.stderr) -> dict[str, Any]:
+    """Segment ``image`` of every selected field into labels ``name``."""
+    from distributed import as_completed
+
+    from ..cluster import open_client
+    from ..progress import Progress
+    from .predict import select_fields
+
+    check_name(name, "labels name")
+    if name == "gt":
+        raise ValueError("labels name 'gt' is reserved for the ground truth")
+    if method == "cellpose" and cellpose_model is None:
+        raise ValueError("--method cellpose needs --cellpose-model PATH (weights cannot be "
+                         "downloaded here; point it at a Cellpose model file)")
+    cfg = config or WatershedConfig()
+    cfg.validate()
+    store = Store(store_root)
+    keys = select_fields(store, split)
+    kind, _, pname = image.partition(":")
+    if image not in ("signal", "target") and not (kind == "prediction" and pname):
+        raise ValueError(f"unknown image {image!r}: expected target, signal or prediction:NAME")
+    if kind == "prediction":
+        missing = [k for k in keys if not store.is_done("predict", k, name=pname)]
+        if missing:
+            raise StoreError(f"{store.root}: prediction {pname!r} missing for {len(missing)} "
+                             f"field(s), e.g. {missing[0]}; run predict --name {pname} first "
+                             "(or choose --split)")
+    fp = hashlib.sha256(json.dumps({"image": image, "method": method, "threshold": threshold,
+                                    "cfg": dataclasses.asdict(cfg),
+                                    "model": str(cellpose_model)}, sort_keys=True).encode()
+                        ).hexdigest()[:16]
+    todo, skipped = [], 0
+    for key in keys:
+        done = store.is_done("segment", key, name=name)
+        if done and done.get("fingerprint") == fp and not overwrite:
+            skipped += 1
+            continue
+        if done and not overwrite:
+            raise ValueError(f"labels {name!r} of field {key} were made with other settings "
+                             f"({done.get('image')}, {done.get('method')}); use --overwrite or "
+                             "another --name")
+        if done:
+            store.clear_done("segment", key, name=name)
+        todo.append(key)
+    objects = 0
+    if todo:
+        progress = Progress(len(todo), "fields", desc=f"segment {name}", stream=progress_stream)
+        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
+            futs = [client.submit(segment_field, str(store.root), k, image, name, method=method,
+                                  cfg=cfg, threshold=threshold, cellpose_model=cellpose_model,
+                                  fingerprint=fp, max_voxels=max_voxels, pure=False,
+                                  key=f"segment-{name}-{k.id}-{fp}") for k in todo]
+            try:
+                for fut in as_completed(futs):
+                    objects += fut.result()["n_objects"]
+                    progress.update(1, extra=f"{objects} nuclei")
+            finally:
+                progress.close()
+    return {"done": len(todo), "skipped": skipped, "objects": objects}
