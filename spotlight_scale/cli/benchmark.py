@@ -1,0 +1,32 @@
+"""``spotlight-scale benchmark``: F-net vs Spotlight end to end on a synthetic screen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(epilog="""\b
+Examples:
+  spotlight-scale benchmark work/ --quick          # this CPU, well under 15 minutes
+  spotlight-scale benchmark work/ --full           # the paper's protocol, on a GPU
+  spotlight-scale benchmark work/ --tiny --seed 3  # a smoke test""")
+@click.argument("workdir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--quick", "budget", flag_value="quick", default=True, help="CPU budget (default).")
+@click.option("--full", "budget", flag_value="full", help="Paper protocol (GPU).")
+@click.option("--tiny", "budget", flag_value="tiny", help="Smallest budget (CI).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Local Dask workers.")
+@click.option("--iterations", type=int, default=None, help="Override the training iterations.")
+def benchmark(workdir, budget, seed, workers, iterations):
+    """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
+
+    Both models get the same budget and seed. Writes WORKDIR/report/report.md
+    with figures, metrics.parquet, summary.json and benchmark.json (settings,
+    timings).
+    """
+    from ..pipelines.benchmark import run_benchmark
+
+    res = run_benchmark(workdir, budget=budget, seed=seed, workers=workers, iterations=iterations)
+    click.echo(f"benchmark ({budget}, seed {seed}): report at {res['report']}")
