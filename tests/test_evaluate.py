@@ -69,8 +69,14 @@ def profiles_of(store, keys, image_of, labels_name):
 
 
 def write_profiles(df, path):
+    """Write the dataset the way the profile stage lays it out (versioned parts)."""
+    from spotlight_scale.io.profiles import part_path
+    from spotlight_scale.io.tables import write_table
+
     path.mkdir(parents=True)
-    df.to_parquet(path, partition_cols=["Metadata_Plate", "Metadata_Well"])
+    for (plate, well, field), part in df.groupby(["Metadata_Plate", "Metadata_Well",
+                                                  "Metadata_Field"]):
+        write_table(part.reset_index(drop=True), part_path(path, plate, well, field), "nuclei")
 
 
 @pytest.fixture
