@@ -47,7 +47,7 @@ BUDGETS = {
     "tiny": Budget(wells=2, fields=2, shape=(12, 64, 64), iterations=20, batch_size=2,
                    patch=(16, 32, 32), depth=2, channels=4, tile=(16, 64, 64),
                    overlap=(8, 16, 16), thresholds=(1.0,)),
-    "quick": Budget(wells=3, fields=3, shape=(16, 128, 128), iterations=500, batch_size=8,
+    "quick": Budget(wells=3, fields=3, shape=(16, 128, 128), iterations=400, batch_size=8,
                     patch=(16, 32, 32), depth=3, channels=8, tile=(48, 128, 128),
                     overlap=(16, 32, 32)),
     "full": Budget(wells=4, fields=6, shape=(32, 256, 256), iterations=50_000, batch_size=24,
