@@ -44,8 +44,12 @@ def foreground_patch_origins(fg: np.ndarray, patch, stride, min_fraction: float 
     if fg.ndim != 3:
         raise ValueError(f"expected a 3D mask, got shape {fg.shape}")
     gz, gy, gx = patch_grid(fg.shape, patch, stride)
-    sat = np.zeros(tuple(n + 1 for n in fg.shape), dtype=np.int64)
-    sat[1:, 1:, 1:] = fg.astype(np.int64).cumsum(0).cumsum(1).cumsum(2)
+    # int32 holds counts of up to 2**31 voxels (a 1290^3 volume); int64 beyond that
+    dt = np.int32 if fg.size < 2**31 else np.int64
+    sat = np.zeros(tuple(n + 1 for n in fg.shape), dtype=dt)
+    np.cumsum(fg, axis=0, dtype=dt, out=sat[1:, 1:, 1:])
+    np.cumsum(sat[1:, 1:, 1:], axis=1, out=sat[1:, 1:, 1:])
+    np.cumsum(sat[1:, 1:, 1:], axis=2, out=sat[1:, 1:, 1:])
     pz, py, px = (int(p) for p in patch)
     z0, y0, x0 = np.ix_(gz, gy, gx)
     z1, y1, x1 = z0 + pz, y0 + py, x0 + px

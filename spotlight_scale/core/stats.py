@@ -99,6 +99,8 @@ def channel_statistics(x: np.ndarray, *, block_shape=(32, 128, 128), nbins: int 
     shape = tuple(x.shape)
     integer = np.issubdtype(np.dtype(x.dtype), np.integer)
     blocks = list(iter_blocks(shape, block_shape))
+    if np.dtype(x.dtype) in (np.dtype(np.uint8), np.dtype(np.uint16)):
+        return _small_uint_statistics(x, blocks)
     lo, hi = np.inf, -np.inf
     for sl in blocks:  # pass 1: the global range that fixes the bins
         b = np.asarray(x[sl])
@@ -125,3 +127,27 @@ def channel_statistics(x: np.ndarray, *, block_shape=(32, 128, 128), nbins: int 
             "p0_1": _percentile_from_hist(counts, centers, 0.001),
             "p99_9": _percentile_from_hist(counts, centers, 0.999),
             "fg_fraction": fg}
+
+
+def _small_uint_statistics(x, blocks) -> dict[str, float]:
+    """One pass for 8/16-bit unsigned data: a full-range bincount per block is the only
+    summable piece; min, max, moments, percentiles, Otsu and the foreground fraction
+    all follow exactly from the summed histogram."""
+    nvals = 256 if np.dtype(x.dtype) == np.uint8 else 65536
+    counts = np.zeros(nvals, np.int64)
+    for sl in blocks:
+        counts += np.bincount(np.asarray(x[sl]).ravel(), minlength=nvals)
+    nz = np.flatnonzero(counts)
+    lo, hi = int(nz[0]), int(nz[-1])
+    counts = counts[lo:hi + 1]
+    centers = np.arange(lo, hi + 1)
+    n = int(counts.sum())
+    cf = counts.astype(np.float64)
+    mean = float((cf * centers).sum() / n)
+    var = float((cf * (centers - mean) ** 2).sum() / n)
+    otsu = otsu_from_histogram(counts, centers) if hi > lo else float(lo)
+    return {"otsu": float(otsu), "mean": mean, "std": float(np.sqrt(var)),
+            "min": float(lo), "max": float(hi),
+            "p0_1": _percentile_from_hist(counts, centers, 0.001),
+            "p99_9": _percentile_from_hist(counts, centers, 0.999),
+            "fg_fraction": float(counts[centers >= otsu].sum()) / n}
