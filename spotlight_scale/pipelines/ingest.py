@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,7 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings) ->
 def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSettings | None = None,
            *, voxel_size=None, cluster: str = "local", workers: int | None = 2,
            cluster_config: str | None = None, overwrite: bool = False,
-           on_error: str = "fail", progress_stream=None) -> dict[str, Any]:
+           on_error: str = "fail", progress_stream=sys.stderr) -> dict[str, Any]:
     """Ingest every field of ``manifest`` into the store at ``store_root``.
 
     Parameters
@@ -137,7 +138,6 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
     dict
         Counts: ``done``, ``skipped``, ``failed``, ``raw_bytes``, ``seconds``.
     """
-    import sys
     import time
 
     import pandas as pd
@@ -195,7 +195,7 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
             open_well_group(store, row.key)
 
         progress = Progress(len(todo), "fields", desc="ingest",
-                            stream=progress_stream if progress_stream is not None else sys.stderr)
+                            stream=progress_stream)
         by_future = {}
         with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
             futures = []
