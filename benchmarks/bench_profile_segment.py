@@ -22,6 +22,31 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import make_screen, timed  # noqa: E402
 
 
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory(fields: int) -> float:
+    """Peak RSS (MB) of a profile worker for a screen of ``fields`` fields."""
+    from distributed import Client, LocalCluster
+
+    from spotlight_scale.pipelines.ingest import IngestSettings, ingest
+    from spotlight_scale.pipelines.profile import profile
+
+    tmp = Path(tempfile.mkdtemp())
+    man = make_screen(tmp / "raw", fields, shape=(32, 256, 256), seed=1)
+    ingest(man, tmp / "store", IngestSettings(isotropic_um=None), workers=2, progress_stream=None)
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as lc, Client(lc) as c:
+        profile(tmp / "store", labels="gt", out=tmp / "p", cluster=lc.scheduler_address,
+                progress_stream=None)
+        peak = max(c.run(_peak_rss_mb).values())
+    shutil.rmtree(tmp)
+    return peak
+
+
 def main():
     from skimage.measure import marching_cubes, mesh_surface_area, regionprops_table
 
@@ -48,10 +73,17 @@ def main():
                                             spacing=(0.29,) * 3)
                 mesh_surface_area(v, f)
     t_base, _ = timed(baseline, 3)
-    rates = {}
+    from distributed import Client, LocalCluster
+
+    rates, peaks = {}, {}
     for w in (1, 2):
-        t, _ = timed(lambda: profile(store.root, labels="gt", out=tmp / f"p{w}", workers=w,
-                                     overwrite=True, progress_stream=None), 3)
+        # the cluster is started once per worker count: start-up is a per-command cost
+        with LocalCluster(n_workers=w, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None) as lc, Client(lc) as c:
+            t, _ = timed(lambda: profile(store.root, labels="gt", out=tmp / f"p{w}",
+                                         cluster=lc.scheduler_address, overwrite=True,
+                                         progress_stream=None), 3)
+            peaks[w] = max(c.run(_peak_rss_mb).values())
         rates[w] = n_nuclei / t
     base = n_nuclei / t_base
     print(f"{n_nuclei} nuclei in {len(keys)} fields")
@@ -62,9 +94,12 @@ def main():
         t0 = time.perf_counter()
         watershed_nuclei(img)
         times.append(time.perf_counter() - t0)
+    print(f"peak worker RSS: {peaks[1]:.0f} MB (1 worker), {peaks[2]:.0f} MB (2 workers)")
     print(f"watershed: median {np.median(times):.2f} s per field of {fields[0][1].shape} (CPU)")
     shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":
     main()
+    for n in (4, 16):
+        print(f"peak profile worker RSS with {n} fields: {peak_memory(n):.0f} MB")
