@@ -55,6 +55,41 @@ def test_box_and_l_shape():
     assert f.loc[1, "Intensity_Median"] == pytest.approx(np.median(v))
 
 
+def test_hull_count_equals_scikit_image_convex_hull_image():
+    import warnings
+
+    from scipy import ndimage as ndi
+    from skimage.measure import regionprops
+    from skimage.morphology import ball, convex_hull_image
+
+    from spotlight_scale.core.features import convex_hull_voxel_count
+
+    rng = np.random.default_rng(3)
+    shapes = [ball(6), np.ones((3, 4, 5), bool), ball(4)[:, :, :5],
+              np.pad(ball(3), 2)[::-1, :, ::2]]
+    shapes += [rng.random(tuple(rng.integers(2, 14, 3))) < rng.uniform(0.05, 0.9)
+               for _ in range(40)]
+    shapes += [ndi.gaussian_filter(rng.random((18, 28, 28)), 3) > 0.5 for _ in range(10)]
+    checked = 0
+    for obj in shapes:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = int(convex_hull_image(obj).sum())
+        if ref == 0:  # scikit-image gives up on a flat hull
+            continue
+        assert convex_hull_voxel_count(obj) == ref, obj.shape
+        checked += 1
+    assert checked > 40
+    # and the profile's solidity is scikit-image's
+    lab = np.zeros((20, 30, 30), np.int32)
+    lab[2:12, 3:20, 4:9] = 1
+    lab[5:15, 10:25, 12:28] = 2
+    lab[8:15, 20:25, 12:20] = 0
+    f = nucleus_features(lab, lab.astype(np.float32), (0.5, 0.2, 0.2)).set_index("label")
+    for r in regionprops(lab):
+        assert f.loc[r.label, "AreaShape_Solidity"] == pytest.approx(r.solidity, rel=1e-12)
+
+
 def test_empty_labels_give_named_zero_rows():
     f = nucleus_features(np.zeros((4, 5, 6), int), np.zeros((4, 5, 6)), SP)
     assert list(f.columns) == FEATURE_COLUMNS and len(f) == 0

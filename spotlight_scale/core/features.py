@@ -14,12 +14,16 @@ From a ZYX label image, an intensity image and the voxel size (um):
   i.e. the full axis lengths of the ellipsoid with the same second moments;
 - ``Elongation`` = intermediate / major, ``Flatness`` = minor / major;
 - ``Extent``: volume / bounding-box volume;
-- ``Solidity``: volume / convex-hull volume (scikit-image's ``solidity`` with spacing);
+- ``Solidity``: voxel count / voxel count of the rasterised convex hull, the same
+  number as scikit-image's ``solidity`` (same hull: the object's voxels offset by
+  +-0.5 along each axis, same inside test with tolerance 1e-10), but counted row by
+  row from each facet's bound along x instead of testing every voxel of the bounding
+  box against every facet (:func:`convex_hull_voxel_count`; 10-50x faster);
 - intensity ``Mean``, ``Std``, ``Min``, ``Max``, ``Integrated`` (sum x voxel volume),
   ``Q25``, ``Median``, ``Q75``.
 
 scikit-image's ``regionprops_table(..., spacing=...)`` provides the bounding box,
-centroid, extent, solidity, inertia eigenvalues and intensity extrema; marching
+centroid, extent, inertia eigenvalues and intensity extrema; marching
 cubes gives the surface. An empty label image returns the same columns with no rows.
 """
 
@@ -36,6 +40,65 @@ SHAPE_FEATURES = ["Volume", "MeshVolume", "SurfaceArea", "Sphericity", "Equivale
 INTENSITY_FEATURES = ["Mean", "Std", "Min", "Max", "Integrated", "Q25", "Median", "Q75"]
 FEATURE_COLUMNS = ["label"] + [f"AreaShape_{f}" for f in SHAPE_FEATURES] + [
     f"Intensity_{f}" for f in INTENSITY_FEATURES]
+
+
+_HULL_TOL = 1e-10  # scikit-image's convex_hull_image tolerance
+
+
+def convex_hull_voxel_count(obj: np.ndarray) -> int:
+    """Voxels of the grid of ``obj`` (3D bool) inside the convex hull of its voxels.
+
+    Equals ``skimage.morphology.convex_hull_image(obj).sum()``: the hull of the
+    object's voxel coordinates offset by +-0.5 along each axis, a voxel inside when
+    ``n . p + b < 1e-10`` for every facet. Per (z, y) row the facets bound x to an
+    interval; its end points are re-checked with the exact per-facet test.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    coords = np.argwhere(obj).astype(np.float64)
+    if len(coords) == 0:
+        return 0
+    try:
+        hull0 = ConvexHull(coords)
+        coords = hull0.points[hull0.vertices]
+    except QhullError:  # flat object: every voxel is on the hull's plane
+        pass
+    offsets = np.concatenate([np.eye(3) * 0.5, -np.eye(3) * 0.5])
+    pts = np.unique((coords[:, None, :] + offsets).reshape(-1, 3), axis=0)
+    try:
+        eq = ConvexHull(pts).equations  # (F, 4): n_z, n_y, n_x, b
+    except QhullError:
+        return int(obj.sum())
+    nz_, ny_, nx_, b = eq.T
+    zz, yy = np.meshgrid(np.arange(obj.shape[0]), np.arange(obj.shape[1]), indexing="ij")
+    rows3 = np.stack([zz.ravel(), yy.ravel(), np.ones(zz.size)], axis=1).astype(np.float64)
+    # facet f bounds x on row (z, y): n_x x < tol - n_z z - n_y y - b
+    pos, neg, zero = nx_ > 0, nx_ < 0, nx_ == 0
+
+    def bounds(sel):  # (tol - n_z z - n_y y - b) / n_x for the facets in sel, per row
+        m = np.stack([-nz_[sel], -ny_[sel], _HULL_TOL - b[sel]]) / nx_[sel]
+        return rows3 @ m
+
+    hi = bounds(pos).min(axis=1) if pos.any() else np.full(len(rows3), np.inf)
+    lo = bounds(neg).max(axis=1) if neg.any() else np.full(len(rows3), -np.inf)
+    ok = np.ones(len(rows3), bool)
+    if zero.any():
+        ok = np.all(rows3 @ np.stack([nz_[zero], ny_[zero], b[zero]]) < _HULL_TOL, axis=1)
+    x_last = obj.shape[2] - 1
+    lo_i = np.clip(np.ceil(lo - 1e-6), 0, x_last + 1).astype(np.int64)
+    hi_i = np.clip(np.floor(hi + 1e-6), -1, x_last).astype(np.int64)
+    rows = np.nonzero(ok & (lo_i <= hi_i))[0]
+    lo_r, hi_r = lo_i[rows], hi_i[rows]
+    # the 1e-6 slack may admit an end point that the exact per-facet test (the one
+    # scikit-image uses) rejects: re-test end points that lie that close to a bound
+    for ends, bound, step in ((lo_r, lo[rows], 1), (hi_r, hi[rows], -1)):
+        near = np.nonzero(np.abs(ends - bound) < 1e-5)[0]
+        if len(near):
+            p = rows3[rows[near]].copy()
+            p = np.concatenate([p[:, :2], ends[near, None].astype(np.float64)], axis=1)
+            inside = np.all(p @ eq[:, :3].T + eq[:, 3] < _HULL_TOL, axis=1)
+            ends[near[~inside]] += step
+    return int(np.clip(hi_r - lo_r + 1, 0, None).sum())
 
 
 def _mesh(obj: np.ndarray, spacing) -> tuple[float, float]:
@@ -61,7 +124,7 @@ def nucleus_features(labels: np.ndarray, intensity: np.ndarray, spacing) -> pd.D
                              for c in FEATURE_COLUMNS})
     props = regionprops_table(
         labels.astype(np.int32), intensity_image=intensity.astype(np.float32), spacing=spacing,
-        properties=("label", "area", "bbox", "centroid", "extent", "solidity",
+        properties=("label", "area", "bbox", "centroid", "extent",
                     "inertia_tensor_eigvals", "image", "intensity_min", "intensity_max"))
     vox = float(np.prod(spacing))
     rows = []
@@ -99,7 +162,7 @@ def nucleus_features(labels: np.ndarray, intensity: np.ndarray, spacing) -> pd.D
             "AreaShape_Elongation": inter / major if major > 0 else np.nan,
             "AreaShape_Flatness": minor / major if major > 0 else np.nan,
             "AreaShape_Extent": float(props["extent"][i]),
-            "AreaShape_Solidity": float(props["solidity"][i]),
+            "AreaShape_Solidity": v.size / max(convex_hull_voxel_count(props["image"][i]), 1),
             "Intensity_Mean": v.mean(), "Intensity_Std": v.std(), "Intensity_Min": v.min(),
             "Intensity_Max": v.max(), "Intensity_Integrated": v.sum() * vox,
             "Intensity_Q25": np.quantile(v, 0.25), "Intensity_Median": np.quantile(v, 0.5),
