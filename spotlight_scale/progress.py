@@ -81,3 +81,22 @@ class Progress:
     def close(self) -> None:
         if self.stream is not None and getattr(self.stream, "isatty", lambda: False)():
             print(file=self.stream)
+
+
+def sum_as_completed(futures, progress: Progress, count: str, noun: str) -> int:
+    """Wait for Dask ``futures`` of per-field tasks, summing ``result[count]``.
+
+    Each finished field advances ``progress`` with the running total as
+    ``"<total> <noun>"``; the bar is closed whatever happens. A failed task
+    raises its exception here.
+    """
+    from distributed import as_completed
+
+    total = 0
+    try:
+        for fut in as_completed(futures):
+            total += fut.result()[count]
+            progress.update(1, extra=f"{total} {noun}")
+    finally:
+        progress.close()
+    return total

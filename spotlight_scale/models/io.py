@@ -57,16 +57,20 @@ def model_sha256(path) -> str:
     return h.hexdigest()
 
 
+def load_torch_payload(path: Path, what: str, error: type[Exception] = ModelFileError):
+    """``torch.load`` (weights only, to CPU) raising ``error`` naming ``path`` if unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise error(f"{path}: corrupt or unreadable {what} ({type(exc).__name__}: {exc})") from None
+
+
 def read_model_meta(path) -> dict[str, Any]:
     """The model file's dict (with ``state_dict``), checked for format and version."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path}: no model file (train first: spotlight-scale train ...)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: corrupt or unreadable model file "
-                             f"({type(exc).__name__}: {exc})") from None
+    payload = load_torch_payload(path, "model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: not a spotlight-scale model file")
     if payload.get("version") != MODEL_FILE_VERSION:

@@ -52,10 +52,8 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
             cluster: str = "local", workers: int | None = None, cluster_config=None,
             overwrite: bool = False, progress_stream=sys.stderr) -> dict[str, Any]:
     """Profile every selected field; returns counts (``done``, ``skipped``, ``rows``)."""
-    from distributed import as_completed
-
     from ..cluster import open_client
-    from ..progress import Progress
+    from ..progress import Progress, sum_as_completed
     from .predict import select_fields
 
     store = Store(store_root)
@@ -84,11 +82,6 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
         with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
             futs = [client.submit(profile_field, str(store.root), k, labels, image, str(out), fp,
                                   pure=False, key=f"profile-{labels}-{k.id}-{fp}") for k in todo]
-            try:
-                for fut in as_completed(futs):
-                    rows += fut.result()["rows"]
-                    progress.update(1, extra=f"{rows} nuclei")
-            finally:
-                progress.close()
+            rows = sum_as_completed(futs, progress, "rows", "nuclei")
     write_table(aggregate_wells(read_profiles(out)), out / "wells.parquet", "wells")
     return {"done": len(todo), "skipped": skipped, "rows": rows, "out": str(out)}

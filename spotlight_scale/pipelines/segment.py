@@ -78,10 +78,8 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
             max_voxels: int = 256 * 1024 * 1024, progress_stream=sys.stderr) -> dict[str, Any]:
     """Segment ``image`` of every selected field into labels ``name``."""
-    from distributed import as_completed
-
     from ..cluster import open_client
-    from ..progress import Progress
+    from ..progress import Progress, sum_as_completed
     from .predict import select_fields
 
     check_name(name, "labels name")
@@ -128,10 +126,5 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                                   cfg=cfg, threshold=threshold, cellpose_model=cellpose_model,
                                   fingerprint=fp, max_voxels=max_voxels, pure=False,
                                   key=f"segment-{name}-{k.id}-{fp}") for k in todo]
-            try:
-                for fut in as_completed(futs):
-                    objects += fut.result()["n_objects"]
-                    progress.update(1, extra=f"{objects} nuclei")
-            finally:
-                progress.close()
+            objects = sum_as_completed(futs, progress, "n_objects", "nuclei")
     return {"done": len(todo), "skipped": skipped, "objects": objects}

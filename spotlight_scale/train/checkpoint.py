@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..io.atomic import atomic_write_bytes
+from ..models.io import load_torch_payload
 
 CKPT_FORMAT = "spotlight-scale-checkpoint"
 
@@ -37,10 +38,7 @@ def load_checkpoint(run_dir: Path) -> dict:
     path = latest_path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = load_torch_payload(path, "checkpoint", RuntimeError)
     if payload.get("format") != CKPT_FORMAT:
         raise RuntimeError(f"{path}: not a spotlight-scale checkpoint")
     return payload
