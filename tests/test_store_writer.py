@@ -24,6 +24,7 @@ def test_written_store_validates_and_reads_back(make_store, ngff):
     nodes = list(Reader(parse_url(str(store.field_url(keys[0]))))())
     assert nodes[0].data[0].shape == (2, 12, 80, 72)
     assert nodes[0].data[1].shape == (2, 6, 40, 36)  # z is downsampled too
+    assert nodes[0].metadata["channel_names"] == ["signal", "target"]  # omero, as napari reads it
     key = keys[0]
     full = store.read(key, "target")
     assert full.shape == (12, 80, 72)
@@ -37,3 +38,43 @@ def test_written_store_validates_and_reads_back(make_store, ngff):
     assert idx.patch_shape == (8, 16, 16)
     table = store.fields_table()
     assert list(table["field"]) == [0, 1, 0, 1] and "target_otsu" in table
+
+
+def _block_mean_reference(x):
+    """Brute force: each output voxel is the mean of the input voxels of its 2x2x2 block
+    that exist (a trailing half block of an odd axis has fewer)."""
+    out = np.empty([-(-n // 2) for n in x.shape], np.float64)
+    for i, j, k in np.ndindex(*out.shape):
+        out[i, j, k] = x[2 * i:2 * i + 2, 2 * j:2 * j + 2, 2 * k:2 * k + 2].mean()
+    return out
+
+
+def test_downsample_mean_averages_what_exists():
+    from spotlight_scale.io.omezarr import downsample_mean
+
+    x = np.random.default_rng(0).uniform(0, 1000, size=(5, 7, 4)).astype(np.float32)
+    np.testing.assert_allclose(downsample_mean(x), _block_mean_reference(x), rtol=1e-6)
+    u16 = x.astype(np.uint16)
+    np.testing.assert_array_equal(downsample_mean(u16),
+                                  np.rint(_block_mean_reference(u16)).astype(np.uint16))
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_fill_pyramid_chunked_equals_in_memory(tmp_path, labels):
+    """Levels computed chunk by chunk from level 0 (odd shape, uneven chunks) equal the
+    in-memory pyramid."""
+    from spotlight_scale.io.fields import build_pyramid
+    from spotlight_scale.io.omezarr import fill_pyramid, pyramid_shapes
+
+    rng = np.random.default_rng(1)
+    shape = (13, 150, 133)
+    vol = (rng.integers(0, 40, shape).astype(np.uint32) if labels
+           else rng.normal(size=shape).astype(np.float32))
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
+    arrays = [group.create_array(f"s{i}", shape=(1, *s), chunks=(1, 5, 48, 40), dtype=vol.dtype)
+              for i, s in enumerate(pyramid_shapes(shape))]
+    assert len(arrays) >= 3
+    arrays[0][0] = vol
+    fill_pyramid(arrays, labels=labels)
+    for arr, ref in zip(arrays, build_pyramid(vol, len(arrays), labels=labels)):
+        np.testing.assert_array_equal(arr[0], ref)

@@ -36,7 +36,13 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
     """
     from skimage.measure import block_reduce
 
-    out = block_reduce(x.astype(np.float32, copy=False), (2, 2, 2), np.mean)
+    sums = block_reduce(x.astype(np.float32, copy=False), (2, 2, 2), np.sum)
+    # voxels per block: 2 along an axis except a trailing half block of an odd length
+    counts = [np.full(-(-n // 2), 2, np.float32) for n in x.shape]
+    for c, n in zip(counts, x.shape):
+        if n % 2:
+            c[-1] = 1
+    out = sums / (counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :])
     if np.issubdtype(x.dtype, np.integer):
         info = np.iinfo(x.dtype)
         return np.clip(np.rint(out), info.min, info.max).astype(x.dtype)
@@ -80,23 +86,94 @@ def omero_metadata(names: Sequence[str], windows: Sequence[tuple[float, float]] 
     return {"channels": chans, "version": fmt.version}
 
 
+def _compressors(dtype, zarr_format: int):
+    """Float images (predictions): Blosc zstd level 1 with byte shuffle, 2.4x faster to write
+    than zarr's default zstd and smaller on float32 (benchmarks/README.md); others: zarr's
+    default."""
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        return "auto"
+    if zarr_format == 2:
+        from numcodecs import Blosc
+
+        return [Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)]
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
+
+
+def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, channel_names,
+                      chunks_zyx, fmt, windows=None, name: str = "image",
+                      n_levels: int | None = None) -> list:
+    """Create an empty CZYX multiscale image (``s0, s1, ...``) with its NGFF metadata.
+
+    Arrays are created with zarr directly (chunks ``(1, *chunks_zyx)`` clipped to
+    each level, the codec of :func:`_compressors`, ``dimension_names`` on zarr v3) and the
+    ``multiscales`` and ``omero`` metadata are written through ome-zarr-py. The
+    levels follow :func:`pyramid_shapes`. Returns the arrays, level 0 first; fill
+    them by assignment (:func:`fill_pyramid` computes levels >= 1 from level 0).
+    """
+    from ome_zarr.writer import write_multiscales_metadata
+
+    shapes = pyramid_shapes(shape_zyx)[:n_levels]
+    nc = len(channel_names)
+    kwargs = {}
+    if fmt.zarr_format == 2:
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    else:
+        kwargs["dimension_names"] = ["c", "z", "y", "x"]
+    arrays = []
+    for level, shape in enumerate(shapes):
+        chunks = (1, *[max(1, min(c, s)) for c, s in zip(chunks_zyx, shape)])
+        arrays.append(group.create_array(f"s{level}", shape=(nc, *shape), chunks=chunks,
+                                         dtype=dtype, fill_value=0,
+                                         compressors=_compressors(dtype, fmt.zarr_format),
+                                         overwrite=True, **kwargs))
+    datasets = [{"path": f"s{level}", "coordinateTransformations": t}
+                for level, t in enumerate(_transforms(voxel_size, len(shapes), True))]
+    write_multiscales_metadata(group, datasets=datasets, fmt=fmt, axes=_axes(True), name=name,
+                               metadata={"omero": omero_metadata(channel_names, windows, dtype,
+                                                                 fmt)})
+    return arrays
+
+
+def fill_pyramid(arrays: Sequence, *, labels: bool = False) -> None:
+    """Compute levels 1.. of a CZYX or ZYX pyramid from level 0, one output chunk at a time.
+
+    Each output chunk reads the 2x larger region of the level above (memory: a
+    chunk, never the level) and writes whole chunks: the same values as
+    :func:`downsample_mean` (or :func:`downsample_nearest` for ``labels``) of the
+    whole level.
+    """
+    import itertools
+
+    down = downsample_nearest if labels else downsample_mean
+    for src, dst in zip(arrays[:-1], arrays[1:]):
+        lead = src.ndim - 3
+        grid = [range(0, n, c) for n, c in zip(dst.shape[lead:], dst.chunks[lead:])]
+        for c in itertools.product(*(range(n) for n in dst.shape[:lead])):
+            for origin in itertools.product(*grid):
+                out = tuple(slice(o, min(o + k, n)) for o, k, n in
+                            zip(origin, dst.chunks[lead:], dst.shape[lead:]))
+                inp = tuple(slice(2 * s.start, min(2 * s.stop, n))
+                            for s, n in zip(out, src.shape[lead:]))
+                dst[(*c, *out)] = down(np.asarray(src[(*c, *inp)]))
+
+
 def write_image_czyx(group, levels: Sequence[np.ndarray], *, voxel_size, channel_names,
                      chunks_zyx, fmt, windows=None, name: str = "image") -> None:
-    """Write a CZYX multiscale image (``levels[i]`` is level i, all channels).
+    """Write a CZYX multiscale image held in memory (``levels[i]`` is level i, all channels).
 
-    ``levels`` may hold numpy or dask arrays; chunks are ``(1, *chunks_zyx)``
-    clipped to each level's shape.
+    Chunks are ``(1, *chunks_zyx)`` clipped to each level's shape; see
+    :func:`create_image_czyx`.
     """
-    from ome_zarr.writer import write_multiscale
-
-    storage = [{"chunks": (1, *[min(c, s) for c, s in zip(chunks_zyx, lv.shape[1:])])}
-               for lv in levels]
-    write_multiscale(
-        list(levels), group, fmt=fmt, axes=_axes(True),
-        coordinate_transformations=_transforms(voxel_size, len(levels), True),
-        storage_options=storage, name=name,
-        omero=omero_metadata(channel_names, windows, levels[0].dtype, fmt),
-    )
+    arrays = create_image_czyx(group, levels[0].shape[1:], levels[0].dtype,
+                               voxel_size=voxel_size, channel_names=channel_names,
+                               chunks_zyx=chunks_zyx, fmt=fmt, windows=windows, name=name,
+                               n_levels=len(levels))
+    for arr, level in zip(arrays, levels):
+        if tuple(arr.shape) != tuple(level.shape):
+            raise ValueError(f"level of shape {level.shape} where {arr.shape} was expected")
+        arr[...] = np.asarray(level)
 
 
 def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, voxel_size,
