@@ -15,8 +15,7 @@ for m in mse spotlight; do
   spotlight-scale train "$S" "$W/runs/$name" --loss "$m" --depth 3 --channels 8 \
       --patch 16,32,32 --batch-size 8 --iterations "$IT" --val-interval 50 \
       --checkpoint-interval 50 --num-workers 1 --seed 0 --overwrite
-  spotlight-scale predict "$S" "$W/runs/$name" --name "$name" --split all --tile 48,128,128 \
-      --overlap 16,32,32 --workers 2 --overwrite
+  spotlight-scale predict "$S" "$W/runs/$name" --name "$name" --split all --workers 2 --overwrite
   spotlight-scale segment "$S" --image "prediction:$name" --name "seg-$name" --workers 2 --overwrite
 done
 spotlight-scale segment "$S" --image target --name seg-target --workers 2 --overwrite

@@ -20,10 +20,12 @@ Examples:
 @click.option("--name", required=True, help="Name of the prediction in the store.")
 @click.option("--split", type=click.Choice(["test", "all", "train", "val"]), default="test",
               show_default=True)
-@click.option("--tile", callback=parse_triple, default="32,128,128", show_default=True,
-              help="Tile Z,Y,X (multiples of 2**depth).")
+@click.option("--tile", callback=parse_triple, default="64,256,256", show_default=True,
+              help="Largest tile Z,Y,X (multiples of 2**depth); a field that fits is one tile. "
+                   "Larger tiles recompute less overlap and need more memory.")
 @click.option("--overlap", callback=parse_triple, default="16,32,32", show_default=True,
-              help="Overlap between tiles Z,Y,X; a quarter of it on each side is discarded.")
+              help="Overlap between neighbouring tiles Z,Y,X; a quarter of it on each side "
+                   "is discarded, the rest blended.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="auto",
               show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward.")
@@ -40,12 +42,13 @@ def predict(store, run_dir, name, split, tile, overlap, device, batch_size, clus
     """
     from ..io.store import StoreError
     from ..models.io import ModelFileError
+    from ..pipelines.predict import PredictError
     from ..pipelines.predict import predict as run_predict
 
     try:
         res = run_predict(store, run_dir, name, split=split, tile=tile, overlap=overlap,
                           cluster=cluster, workers=workers, cluster_config=cluster_config,
                           device=device, overwrite=overwrite, batch_size=batch_size)
-    except (StoreError, ModelFileError, ValueError) as exc:
+    except (StoreError, ModelFileError, PredictError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"predict {name}: {res['done']} field(s) predicted, {res['skipped']} already done")

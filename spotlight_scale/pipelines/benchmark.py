@@ -48,10 +48,10 @@ BUDGETS = {
                    patch=(16, 32, 32), depth=2, channels=4, tile=(16, 64, 64),
                    overlap=(8, 16, 16), thresholds=(1.0,)),
     "quick": Budget(wells=3, fields=3, shape=(16, 128, 128), iterations=400, batch_size=8,
-                    patch=(16, 32, 32), depth=3, channels=8, tile=(48, 128, 128),
+                    patch=(16, 32, 32), depth=3, channels=8, tile=(64, 256, 256),
                     overlap=(16, 32, 32)),
     "full": Budget(wells=4, fields=6, shape=(32, 256, 256), iterations=50_000, batch_size=24,
-                   patch=(32, 64, 64), depth=4, channels=32, tile=(32, 128, 128),
+                   patch=(32, 64, 64), depth=4, channels=32, tile=(96, 256, 256),
                    overlap=(16, 32, 32), device="cuda"),
 }
 

@@ -1,15 +1,18 @@
 """Predict: virtual staining of whole fields, mapped over Dask workers.
 
 Each worker loads the model once (a cache keyed by the model file's path,
-SHA-256 and device) and predicts its fields tile by tile
-(:mod:`spotlight_scale.core.tiling`). The signal is normalised from the stored
-statistics as in training; the network output is rescaled linearly into the
-training target's intensity range recorded in the model file (as the paper
-does). Predictions go to ``STORE/predictions/<NAME>/<PLATE>.zarr`` (an HCS
-plate mirroring the raw one, channel ``prediction``, float32) with the model's
-provenance in the image attributes; the field's ``predict`` marker is written
-last. Memory per worker: one field's signal and output (float32) plus the tiles
-in flight.
+SHA-256 and device) and streams each field through it tile by tile
+(:func:`spotlight_scale.core.tiling.predict_stream`): a tile's signal is read
+from the store and normalised from the stored statistics as in training, and
+as soon as a region of the output is final (blended with every tile that
+touches it) it is rescaled linearly into the training target's intensity range
+recorded in the model file (as the paper does) and written as whole zarr
+chunks. Memory per worker is a few tiles plus the overlap strips of one row of
+tiles, not the field. Predictions go to ``STORE/predictions/<NAME>/<PLATE>.zarr``
+(an HCS plate mirroring the raw one, channel ``prediction``, float32, chunked
+by the tile step) with the model's provenance in the image attributes; the
+coarser pyramid levels are computed from level 0 chunk by chunk, and the
+field's ``predict`` marker is written last.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from ..io.store import PREDICTION_CHANNEL, FieldKey, Store, check_name
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TILE = (32, 128, 128)
+DEFAULT_TILE = (64, 256, 256)
 DEFAULT_OVERLAP = (16, 32, 32)
+
+class PredictError(RuntimeError):
+    """A field failed during prediction; the message names it (done fields are kept)."""
+
 
 _MODEL_CACHE: dict[tuple, Any] = {}
 _MODEL_LOCK = threading.Lock()
@@ -46,55 +53,59 @@ def _cached_model(path: str, sha: str, device: str):
         return _MODEL_CACHE[key]
 
 
-def _worker_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but this worker sees no CUDA GPU")
-    return device  # dask-cuda pins each worker to its GPU via CUDA_VISIBLE_DEVICES
-
-
 def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, name: str, *,
                   tile, overlap, device: str = "auto", batch_size: int = 1) -> dict[str, Any]:
-    """Predict one field and write it (runs on a worker)."""
+    """Predict one field and write it (runs on a worker).
+
+    Returns the field id, its voxel count, the voxels the network computed and
+    the stream's memory figures (see :func:`~spotlight_scale.core.tiling.predict_stream`).
+    """
     import torch
 
     from ..core.normalize import denormalize_to_range, normalize
-    from ..core.tiling import predict_tiled
-    from ..io.fields import build_pyramid, open_well_group
-    from ..io.omezarr import pyramid_shapes, write_image_czyx
+    from ..core.tiling import plan_tiles, predict_stream
+    from ..io.fields import open_well_group
+    from ..io.omezarr import create_image_czyx, fill_pyramid
+
+    from ..backend import torch_device
 
     store = Store(store_root)
-    device = _worker_device(device)
+    device = torch_device(device)  # dask-cuda pins each worker to its GPU (CUDA_VISIBLE_DEVICES)
     model, meta = _cached_model(model_path, sha, device)
+    field = store.field_meta(key)
+    shape = tuple(field["shape_zyx"])
     stats = store.stats(key, "signal")
-    signal = normalize(store.read(key, "signal").astype(np.float32), stats,
-                       meta["normalization"], "signal")
+    mode, rng = meta["normalization"], meta["target_range"]
+    source = store.image(key)
+    channel = store.channel_index("signal")
+    plan = plan_tiles(shape, tile=tile, overlap=overlap, divisor=model.divisor)
     use_bf16 = device.startswith("cuda")
 
+    def read(region):
+        return normalize(np.asarray(source[(channel, *region)], dtype=np.float32), stats, mode,
+                         "signal")
+
     def forward(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch))[:, None].to(device)
+        x = torch.from_numpy(batch)[:, None].to(device)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
             y = model(x)
         return y.float().cpu().numpy()[:, 0]
 
-    pred = predict_tiled(signal, forward, tile=tile, overlap=overlap, divisor=model.divisor,
-                         batch_size=batch_size)
-    pred = denormalize_to_range(pred, meta["target_range"]).astype(np.float32)
     well = open_well_group(store, key, prediction=name)
     if str(key.field) in well:
-        del well[str(key.field)]
+        del well[str(key.field)]  # a partial field from an interrupted run
     group = well.require_group(str(key.field))
-    n_levels = len(pyramid_shapes(pred.shape))
-    levels = [lv[None] for lv in build_pyramid(pred, n_levels)]
-    raw = store.image(key)
-    chunks = tuple(raw.chunks[1:])
-    lo, hi = float(np.percentile(pred, 0.1)), float(np.percentile(pred, 99.9))
-    write_image_czyx(group, levels, voxel_size=store.voxel_size(key),
-                     channel_names=[PREDICTION_CHANNEL], chunks_zyx=chunks,
-                     fmt=store.ngff_format(), windows=[(lo, hi)])
+    # display window: the training target's range, which predictions are rescaled into
+    arrays = create_image_czyx(group, shape, np.float32, voxel_size=field["voxel_size_um"],
+                               channel_names=[PREDICTION_CHANNEL], chunks_zyx=plan.chunks,
+                               fmt=store.ngff_format(), windows=[(rng["raw_min"], rng["raw_max"])])
+    level0 = arrays[0]
+
+    def write(region, block):
+        level0[(0, *region)] = denormalize_to_range(block, rng).astype(np.float32, copy=False)
+
+    stream = predict_stream(read, forward, write, plan, batch_size=batch_size)
+    fill_pyramid(arrays)
     group.attrs["spotlight_scale"] = {
         "layout_version": store.manifest["layout_version"], "kind": "prediction", "name": name,
         "field": key.id, "model": {"path": str(model_path), "sha256": sha,
@@ -103,10 +114,11 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
                                    "iteration": meta["iteration"],
                                    "target_range": meta["target_range"],
                                    "train_config": meta["train_config"]},
-        "tile": list(tile), "overlap": list(overlap)}
+        "tile": list(tile), "overlap": list(overlap), "margin": list(plan.margin),
+        "tiles": list(plan.counts)}
     store.mark_done("predict", key, {"model_sha256": sha, "model_path": str(model_path)},
                     name=name)
-    return {"field": key.id, "voxels": int(pred.size)}
+    return {"field": key.id, "voxels": int(np.prod(shape)), **stream}
 
 
 def finalize_predictions(store: Store, name: str) -> None:
@@ -139,7 +151,9 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
             batch_size: int = 1, progress_stream=sys.stderr) -> dict[str, Any]:
     """Predict the target of every selected field with the model in ``run_dir``.
 
-    Returns counts ``done``, ``skipped`` and ``voxels``.
+    Returns counts ``done``, ``skipped``, ``voxels`` (of the fields predicted),
+    ``computed_voxels`` (what the network computed: tile overlap and divisor
+    padding included) and ``seconds``.
     """
     import time
 
@@ -176,7 +190,7 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
             store.clear_done("predict", key, name=name)
         todo.append(key)
     t0 = time.perf_counter()
-    voxels = 0
+    voxels = computed = 0
     if todo:
         from distributed import as_completed
 
@@ -186,17 +200,27 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
             open_well_group(store, key, prediction=name)
         progress = Progress(len(todo), "fields", desc=f"predict {name}", stream=progress_stream)
         with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
-            futures = [client.submit(predict_field, str(store.root), key, str(model_path), sha,
+            futures = {client.submit(predict_field, str(store.root), key, str(model_path), sha,
                                      name, tile=tuple(tile), overlap=tuple(overlap),
                                      device=device, batch_size=batch_size, pure=False,
-                                     key=f"predict-{name}-{key.id}-{sha[:8]}") for key in todo]
+                                     key=f"predict-{name}-{key.id}-{sha[:8]}"): key
+                       for key in todo}
             try:
-                for fut in as_completed(futures):
-                    res = fut.result()
+                for fut in as_completed(list(futures)):
+                    try:
+                        res = fut.result()
+                    except Exception as exc:
+                        for other in futures:
+                            other.cancel()
+                        raise PredictError(
+                            f"predict {name!r} failed on field {futures[fut]} "
+                            f"({store.field_url(futures[fut])}): {type(exc).__name__}: {exc}; "
+                            "fields already done are kept (re-run to resume)") from exc
                     voxels += res["voxels"]
+                    computed += res["computed_voxels"]
                     progress.update(1, extra=f"{voxels / (time.perf_counter() - t0):.3g} voxel/s")
             finally:
                 progress.close()
                 finalize_predictions(store, name)
     return {"done": len(todo), "skipped": skipped, "voxels": voxels,
-            "seconds": time.perf_counter() - t0}
+            "computed_voxels": computed, "seconds": time.perf_counter() - t0}
