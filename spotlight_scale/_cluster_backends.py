@@ -1,9 +1,8 @@
 """Cluster kinds beyond ``local``: ``cuda`` (dask-cuda) and ``slurm`` (dask-jobqueue).
 
 Only :mod:`spotlight_scale.cluster` calls this module. The ``slurm`` kind is
-built from a profile YAML (``--cluster-config``); it has not yet been run
-against a real SLURM controller in our tests (see the project's issues), so
-treat it as a preview.
+built from a profile YAML (``--cluster-config``) and is tested against a real
+single-node SLURM (tests/test_slurm.py).
 """
 
 from __future__ import annotations
@@ -41,8 +40,11 @@ def open_cluster(kind: str, *, workers: int | None = None, cluster_config=None):
         except ImportError:
             raise RuntimeError("--cluster cuda needs dask-cuda: pip install "
                                "'spotlight-scale[gpu-cu12]' (or gpu-cu13)") from None
+        from .cluster import worker_environ
+
         try:
-            cluster = LocalCUDACluster(n_workers=workers, dashboard_address=None)
+            with worker_environ():
+                cluster = LocalCUDACluster(n_workers=workers, dashboard_address=None)
         except Exception as exc:  # NVMLError_LibraryNotFound etc. on machines without GPUs
             raise RuntimeError(f"--cluster cuda: no usable GPU on this machine "
                                f"({type(exc).__name__}: {exc})") from None
@@ -50,19 +52,11 @@ def open_cluster(kind: str, *, workers: int | None = None, cluster_config=None):
             yield cluster
         return
     if kind == "slurm":
-        from dask_jobqueue import SLURMCluster
-
         from .config import config_from_mapping, load_yaml
 
         prof = config_from_mapping(SlurmProfile, load_yaml(cluster_config), str(cluster_config)) \
             if cluster_config else SlurmProfile()
-        extra = [f"--gpus={prof.gpus_per_job}"] if prof.gpus_per_job else []
-        cluster = SLURMCluster(
-            queue=prof.queue, account=prof.account, cores=prof.cores, processes=prof.processes,
-            memory=prof.memory, walltime=prof.walltime, interface=prof.interface,
-            local_directory=prof.local_directory, log_directory=prof.log_directory,
-            job_script_prologue=list(prof.job_script_prologue), job_extra_directives=extra,
-            python=prof.python)
+        cluster = slurm_cluster(prof)
         with cluster:
             if prof.adaptive_max:
                 cluster.adapt(minimum=prof.adaptive_min, maximum=prof.adaptive_max)
@@ -73,4 +67,25 @@ def open_cluster(kind: str, *, workers: int | None = None, cluster_config=None):
     raise ValueError(f"unknown cluster kind {kind!r}")
 
 
-__all__ = ["SlurmProfile", "open_cluster"]
+def slurm_cluster(prof: SlurmProfile):
+    """A dask-jobqueue ``SLURMCluster`` (no jobs yet) from a profile.
+
+    The job script exports :data:`spotlight_scale.cluster.WORKER_ENV` before the
+    profile's prologue (which may override them); the nanny passes the job's
+    environment on to the worker it spawns.
+    """
+    from dask_jobqueue import SLURMCluster
+
+    from .cluster import WORKER_ENV
+
+    extra = [f"--gpus={prof.gpus_per_job}"] if prof.gpus_per_job else []
+    env = [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+    return SLURMCluster(
+        queue=prof.queue, account=prof.account, cores=prof.cores, processes=prof.processes,
+        memory=prof.memory, walltime=prof.walltime, interface=prof.interface,
+        local_directory=prof.local_directory, log_directory=prof.log_directory,
+        job_script_prologue=env + list(prof.job_script_prologue), job_extra_directives=extra,
+        python=prof.python)
+
+
+__all__ = ["SlurmProfile", "open_cluster", "slurm_cluster"]

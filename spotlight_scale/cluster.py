@@ -23,6 +23,38 @@ log = logging.getLogger(__name__)
 
 CLUSTER_KINDS = ("local", "slurm", "cuda")
 
+#: Environment of the worker processes we start (local, cuda, slurm). distributed's nanny
+#: sets MALLOC_TRIM_THRESHOLD_=65536, which switches off glibc's dynamic mmap threshold:
+#: every buffer over 128 KiB is then mmapped and page-faulted afresh, and an F-net forward
+#: runs ~10 % slower in a worker than in a plain process (benchmarks/README.md, predict).
+#: These are the values glibc's own dynamic thresholds settle at for large buffers.
+WORKER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(64 << 20)}
+
+
+@contextlib.contextmanager
+def worker_environ() -> Iterator[None]:
+    """While workers spawn inside this block, give them :data:`WORKER_ENV`.
+
+    The nanny takes the variables named in ``distributed.nanny.pre-spawn-environ``,
+    preferring a value already in ``os.environ``; a nanny started earlier in this
+    process leaves distributed's own values there. So both are set here, and the
+    process environment is restored afterwards.
+    """
+    import dask
+
+    saved = {k: os.environ.get(k) for k in WORKER_ENV}
+    os.environ.update(WORKER_ENV)
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v
+                              for k, v in WORKER_ENV.items()}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 def default_workers() -> int:
     """Workers for an embedded LocalCluster: one per core, at least one."""
@@ -53,9 +85,11 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
         from distributed import LocalCluster
 
         n = workers or default_workers()
-        with LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
-                          host="127.0.0.1", dashboard_address=None, processes=True,
-                          memory_limit=memory_limit) as lc, Client(lc) as client:
+        with worker_environ():
+            lc = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
+                              host="127.0.0.1", dashboard_address=None, processes=True,
+                              memory_limit=memory_limit)
+        with lc, Client(lc) as client:
             log.info("local Dask cluster: %d workers x %d threads", n, threads_per_worker)
             yield client
         return

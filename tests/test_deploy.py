@@ -34,14 +34,37 @@ def test_cli_renders_pipeline_and_array():
 
 
 def test_slurm_profile_unknown_key_and_job_script(tmp_path):
-    from dask_jobqueue import SLURMCluster
-
-    from spotlight_scale._cluster_backends import SlurmProfile
+    from spotlight_scale._cluster_backends import SlurmProfile, slurm_cluster
+    from spotlight_scale.cluster import WORKER_ENV
 
     with pytest.raises(ConfigError, match="partition"):
         config_from_mapping(SlurmProfile, {"partition": "gpu"}, "p.yaml")
     prof = config_from_mapping(SlurmProfile, {"queue": "gpu", "cores": 8, "memory": "32GB",
+                                              "gpus_per_job": 1,
                                               "job_script_prologue": ["module load x"]}, "p.yaml")
-    script = SLURMCluster(queue=prof.queue, cores=prof.cores, memory=prof.memory,
-                          job_script_prologue=list(prof.job_script_prologue)).job_script()
+    with slurm_cluster(prof) as cluster:
+        script = cluster.job_script()
     assert "-p gpu" in script and "module load x" in script and "--cpus-per-task=8" in script
+    assert "--gpus=1" in script
+    for k, v in WORKER_ENV.items():  # worker allocator settings, before the user's prologue
+        assert script.index(f"export {k}={v}") < script.index("module load x")
+
+
+def test_local_workers_get_the_worker_environment():
+    """Even after a plain LocalCluster in this process left distributed's own
+    MALLOC_TRIM_THRESHOLD_ in os.environ; and the process environment is restored."""
+    import os
+
+    from distributed import LocalCluster
+
+    from spotlight_scale.cluster import WORKER_ENV, open_client
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None):
+        pass
+    before = {k: os.environ.get(k) for k in WORKER_ENV}
+    assert before["MALLOC_TRIM_THRESHOLD_"] != WORKER_ENV["MALLOC_TRIM_THRESHOLD_"]
+    with open_client("local", workers=1) as client:
+        env = list(client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENV}).values())
+    assert env == [WORKER_ENV]
+    assert {k: os.environ.get(k) for k in WORKER_ENV} == before
