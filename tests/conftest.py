@@ -95,3 +95,16 @@ def make_store(tmp_path):
         return store
 
     return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need a CUDA device for torch; elsewhere they are skipped, not failed."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+        for item in gpu_items:
+            item.add_marker(skip)
