@@ -1,0 +1,175 @@
+"""`predict` over a plate against the bare model forward; worker memory against field size.
+
+    python benchmarks/bench_predict.py [--quick] [--device cuda]
+
+1. voxels/s of `spotlight-scale predict` (pipelines.predict: one Dask worker with one
+   thread, reading the signal from the store, tiling, blending, rescaling, writing the
+   prediction pyramid and markers) against the bare model forward over the same fields,
+   each whole field in one pass, in one process on one torch thread (goal: overhead
+   <= 15 %). Two plates: fields that fit the default tile, and fields that need tiling
+   (there the overlap is computed twice, reported as the recomputation factor).
+2. Peak resident memory of the predict worker for a small and a 16x larger field
+   (goal: bounded by a few tiles, not by the field).
+
+F-net depth 3 / 8 channels on the CPU (a CPU-sized model; the ratio, not the rate, is the
+result); with ``--device cuda`` the paper's F-net (depth 4, 32 channels) on one GPU, bf16
+autocast on both sides, the fields already on the GPU for the bare forward. The cluster is
+started once per plate outside the timed region.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import make_screen, timed  # noqa: E402
+
+TILE, OVERLAP = (64, 256, 256), (16, 32, 32)  # the CLI defaults
+
+
+def _store(root: Path, n: int, shape, seed=0):
+    from spotlight_scale.io.store import Store
+    from spotlight_scale.pipelines.ingest import IngestSettings, ingest
+
+    man = make_screen(root / "raw", n, shape=shape, seed=seed)
+    ingest(man, root / "store", IngestSettings(isotropic_um=None), workers=2,
+           progress_stream=None)
+    return Store(root / "store")
+
+
+def _model_file(path: Path, device: str = "cpu"):
+    from spotlight_scale.models.fnet import FNet
+    from spotlight_scale.models.io import save_model_file
+
+    torch.manual_seed(0)
+    net = (FNet(depth=3, channels=8) if device == "cpu" else FNet()).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    save_model_file(path / "model.pt", net, normalization="spotlight",
+                    target_range={"raw_min": 0, "raw_max": 1, "norm_min": 0, "norm_max": 1},
+                    train_config={}, iteration=0, loss="spotlight")
+    return net.to(device)
+
+
+def _cluster():
+    """One worker, one thread, with the worker environment `--cluster local` gives."""
+    from distributed import Client, LocalCluster
+
+    from spotlight_scale.cluster import worker_environ
+
+    with worker_environ():
+        lc = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None)
+    return lc, Client(lc)
+
+
+def _reset_peak_rss() -> None:
+    """Reset this process's peak RSS (VmHWM; Linux >= 4.0). ru_maxrss cannot be reset and
+    a spawned worker inherits its parent's across execve."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str = "cpu"):
+    from spotlight_scale.pipelines.predict import predict
+
+    store = _store(tmp / label, n, shape)
+    net = _model_file(tmp / label / "run", device)
+    keys = store.fields()
+    torch.set_num_threads(1)  # Dask workers run torch on one thread (OMP_NUM_THREADS=1)
+    vols = [torch.from_numpy(store.read(k, "signal").astype(np.float32))[None, None].to(device)
+            for k in keys]
+    voxels = sum(v.numel() for v in vols)
+    cuda = device == "cuda"
+
+    def bare():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            for v in vols:
+                net(v)
+        if cuda:
+            torch.cuda.synchronize()
+
+    lc, client = _cluster()
+    out = {}
+
+    def pipeline():
+        out.update(predict(store.root, tmp / label / "run", "bench", split="all", tile=TILE,
+                           overlap=OVERLAP, cluster=lc.scheduler_address, overwrite=True,
+                           device=device, progress_stream=None))
+
+    try:
+        pipeline()  # warm: the worker loads the model once and keeps it
+        bare()
+        t_pipe, t_bare = [], []
+        for _ in range(repeats):  # interleaved, so drift on a noisy machine hits both
+            t_bare.append(timed(bare, 1)[0])
+            t_pipe.append(timed(pipeline, 1)[0])
+    finally:
+        client.close()
+        lc.close()
+    tb, tp = float(np.median(t_bare)), float(np.median(t_pipe))
+    recompute = out["computed_voxels"] / out["voxels"]
+    print(f"[{label}] {device}: {n} fields of {tuple(shape)}, --tile {TILE} "
+          f"--overlap {OVERLAP}: predict {voxels / tp:.3g} voxel/s, bare forward {voxels / tb:.3g} voxel/s "
+          f"(medians of {repeats}); overhead {100 * (tp / tb - 1):.1f} % (goal <= 15 %); "
+          f"tiles compute {recompute:.3f}x the field voxels, so "
+          f"{100 * (tp / tb / recompute - 1):.1f} % per computed voxel")
+
+
+def _worker_peak(tmp: Path, label: str, shape, device: str = "cpu"):
+    from spotlight_scale.pipelines.predict import predict
+
+    store = _store(tmp / label, 1, shape, seed=1)
+    _model_file(tmp / label / "run", device)
+    lc, client = _cluster()
+    try:
+        client.run(_reset_peak_rss)
+        before = list(client.run(_peak_rss_mb).values())[0]
+        predict(store.root, tmp / label / "run", "bench", split="all", tile=TILE,
+                overlap=OVERLAP, cluster=lc.scheduler_address, device=device,
+                progress_stream=None)
+        after = list(client.run(_peak_rss_mb).values())[0]
+    finally:
+        client.close()
+        lc.close()
+    field_mb = np.prod(shape) * 4 / 2**20
+    print(f"[memory] field {tuple(shape)} ({field_mb:.0f} MB as float32): predict worker peak "
+          f"RSS {after:.0f} MB (the worker at rest before it: {before:.0f} MB)")
+    return after
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller fields")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    dev = args.device
+    try:
+        repeats = 1 if args.quick else 3
+        throughput(tmp, "fits-one-tile", 4 if args.quick else 6, (32, 256, 256), repeats, dev)
+        throughput(tmp, "tiled", 2, (32, 448, 448) if args.quick else (32, 640, 640), repeats,
+                   dev)
+        small = _worker_peak(tmp, "mem-small", (32, 256, 256), dev)
+        large = _worker_peak(tmp, "mem-large", (32, 1024, 1024), dev)
+        print(f"[memory] 16x the field voxels -> {large / small:.2f}x the worker peak")
+    finally:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
