@@ -211,3 +211,21 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path):
                 assert x == y
     assert Store(tmp_path / "killed").fields_table().drop(columns="path").equals(
         Store(tmp_path / "clean").fields_table().drop(columns="path"))
+
+
+def test_cluster_runs_one_task_per_field(tmp_path):
+    """Workers write arrays themselves: no dask graph of image or label data goes back
+    through the scheduler (ome-zarr-py's writers, called in a worker, did that)."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    man = make_raw(tmp_path / "raw")
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as lc, Client(lc) as client:
+        with get_task_stream(client) as ts:
+            res = ingest(man, tmp_path / "store", SETTINGS, cluster=lc.scheduler_address,
+                         progress_stream=None)
+    keys = [t["key"] for t in ts.data]
+    assert res["done"] == 4 and len(keys) == 4
+    assert all(str(k).startswith("ingest-") for k in keys), keys
+    store = Store(tmp_path / "store")
+    assert store.labels_names(store.fields()[0]) == ["gt"]

@@ -78,3 +78,24 @@ def test_fill_pyramid_chunked_equals_in_memory(tmp_path, labels):
     fill_pyramid(arrays, labels=labels)
     for arr, ref in zip(arrays, build_pyramid(vol, len(arrays), labels=labels)):
         np.testing.assert_array_equal(arr[0], ref)
+
+
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_rewritten_labels_are_listed_once_and_validate(make_store, ngff):
+    import ome_zarr_models.v04 as v04
+    import ome_zarr_models.v05 as v05
+
+    from spotlight_scale.io.fields import build_pyramid
+    from spotlight_scale.io.omezarr import write_labels_zyx
+
+    store = make_store(ngff=ngff, shape=(12, 80, 72), fields=(("P1", "B03", 0, "train"),))
+    key = store.fields()[0]
+    group = store.open_field(key, mode="a")
+    labels = np.zeros((12, 80, 72), np.uint32)
+    for value in (3, 7):  # write "seg" twice: the second replaces the first
+        labels[2:6, 10:30, 5:25] = value
+        write_labels_zyx(group, "seg", build_pyramid(labels, 2, labels=True),
+                         voxel_size=(0.29,) * 3, chunks_zyx=(8, 32, 32), fmt=store.ngff_format())
+    assert store.labels_names(key) == ["gt", "seg"]
+    assert store.read_named(key, "labels:seg").max() == 7
+    (v05 if ngff == "0.5" else v04).Labels.from_zarr(group["labels"])

@@ -1,6 +1,8 @@
 """Writing OME-Zarr (NGFF 0.4 / 0.5) images, labels and HCS plate metadata.
 
-Thin wrappers over ``ome_zarr.writer`` that fix what every stage needs the
+Arrays are written with zarr directly and the metadata through ``ome_zarr.writer``
+(its own array writers build dask graphs, which inside a Dask worker would ship the
+data through the scheduler). What every stage needs is fixed here the
 same way: CZYX / ZYX axes in micrometres, a pyramid that halves z as well as
 y and x, channel names in ``omero`` metadata, and a NGFF 0.5 ``labels`` group
 that carries its ``version`` (ome-zarr-py 0.18 omits it, and the independent
@@ -101,6 +103,28 @@ def _compressors(dtype, zarr_format: int):
     return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
 
 
+def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx, fmt) -> list:
+    """Empty arrays ``s0, s1, ...`` of ``(*lead, *shape)`` for each ZYX level shape."""
+    kwargs = {}
+    if fmt.zarr_format == 2:
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    else:
+        kwargs["dimension_names"] = (["c"] if lead else []) + ["z", "y", "x"]
+    arrays = []
+    for level, shape in enumerate(shapes):
+        chunks = (*[1] * len(lead), *[max(1, min(c, s)) for c, s in zip(chunks_zyx, shape)])
+        arrays.append(group.create_array(f"s{level}", shape=(*lead, *shape), chunks=chunks,
+                                         dtype=dtype, fill_value=0,
+                                         compressors=_compressors(dtype, fmt.zarr_format),
+                                         overwrite=True, **kwargs))
+    return arrays
+
+
+def _datasets(voxel_size, n_levels: int, channel: bool) -> list[dict]:
+    return [{"path": f"s{level}", "coordinateTransformations": t}
+            for level, t in enumerate(_transforms(voxel_size, n_levels, channel))]
+
+
 def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, channel_names,
                       chunks_zyx, fmt, windows=None, name: str = "image",
                       n_levels: int | None = None) -> list:
@@ -111,26 +135,15 @@ def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, cha
     ``multiscales`` and ``omero`` metadata are written through ome-zarr-py. The
     levels follow :func:`pyramid_shapes`. Returns the arrays, level 0 first; fill
     them by assignment (:func:`fill_pyramid` computes levels >= 1 from level 0).
+    (ome-zarr-py's own writers go through a dask graph; inside a Dask worker that
+    graph, data included, would travel through the scheduler.)
     """
     from ome_zarr.writer import write_multiscales_metadata
 
     shapes = pyramid_shapes(shape_zyx)[:n_levels]
-    nc = len(channel_names)
-    kwargs = {}
-    if fmt.zarr_format == 2:
-        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
-    else:
-        kwargs["dimension_names"] = ["c", "z", "y", "x"]
-    arrays = []
-    for level, shape in enumerate(shapes):
-        chunks = (1, *[max(1, min(c, s)) for c, s in zip(chunks_zyx, shape)])
-        arrays.append(group.create_array(f"s{level}", shape=(nc, *shape), chunks=chunks,
-                                         dtype=dtype, fill_value=0,
-                                         compressors=_compressors(dtype, fmt.zarr_format),
-                                         overwrite=True, **kwargs))
-    datasets = [{"path": f"s{level}", "coordinateTransformations": t}
-                for level, t in enumerate(_transforms(voxel_size, len(shapes), True))]
-    write_multiscales_metadata(group, datasets=datasets, fmt=fmt, axes=_axes(True), name=name,
+    arrays = _create_levels(group, shapes, dtype, (len(channel_names),), chunks_zyx, fmt)
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(shapes), True),
+                               fmt=fmt, axes=_axes(True), name=name,
                                metadata={"omero": omero_metadata(channel_names, windows, dtype,
                                                                  fmt)})
     return arrays
@@ -178,28 +191,37 @@ def write_image_czyx(group, levels: Sequence[np.ndarray], *, voxel_size, channel
 
 def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, voxel_size,
                      chunks_zyx, fmt) -> None:
-    """Write ZYX labels as NGFF ``labels/<name>`` of ``image_group`` (replacing one of that name)."""
-    from ome_zarr.writer import write_multiscale_labels
+    """Write ZYX labels as NGFF ``labels/<name>`` of ``image_group`` (replacing one of that name).
+
+    Arrays are written with zarr directly, the ``multiscales`` and ``image-label``
+    metadata through ome-zarr-py (see :func:`create_image_czyx`).
+    """
+    from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
     if "labels" in image_group and name in image_group["labels"]:
         del image_group["labels"][name]
-    storage = [{"chunks": tuple(min(c, s) for c, s in zip(chunks_zyx, lv.shape))} for lv in levels]
-    write_multiscale_labels(
-        list(levels), image_group, name=name, fmt=fmt, axes=_axes(False),
-        coordinate_transformations=_transforms(voxel_size, len(levels), False),
-        storage_options=storage,
-    )
+    group = image_group.require_group("labels").require_group(name)
+    shapes = [tuple(lv.shape) for lv in levels]
+    arrays = _create_levels(group, shapes, levels[0].dtype, (), chunks_zyx, fmt)
+    for arr, level in zip(arrays, levels):
+        arr[...] = np.asarray(level)
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(levels), False),
+                               fmt=fmt, axes=_axes(False), name=name)
+    write_label_metadata(image_group["labels"], name, fmt=fmt)
     _fix_labels_group(image_group["labels"], fmt)
 
 
 def _fix_labels_group(labels_group, fmt) -> None:
-    """Give a NGFF 0.5 ``labels`` group its ``version`` (ome-zarr-py 0.18 leaves it out)."""
+    """Give a NGFF 0.5 ``labels`` group its ``version`` (ome-zarr-py 0.18 leaves it out), and
+    list each label image once (ome-zarr-py appends the name again when one is rewritten)."""
     attrs = labels_group.attrs.asdict()
     if fmt.version == "0.5":
         ome = dict(attrs.get("ome", {}))
-        if ome.get("version") != "0.5":
-            ome["version"] = "0.5"
-            labels_group.attrs["ome"] = ome
+        ome["version"] = "0.5"
+        ome["labels"] = list(dict.fromkeys(ome.get("labels", [])))
+        labels_group.attrs["ome"] = ome
+    else:
+        labels_group.attrs["labels"] = list(dict.fromkeys(attrs.get("labels", [])))
 
 
 def write_plate(plate_group, *, name: str, wells: dict[str, list[int]], fmt) -> None:
