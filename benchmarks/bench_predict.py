@@ -1,6 +1,7 @@
 """`predict` over a plate against the bare model forward; worker memory against field size.
 
     python benchmarks/bench_predict.py [--quick] [--device cuda]
+    python benchmarks/bench_predict.py --memory-only --memory-sizes 256,512,1024,2048
 
 1. voxels/s of `spotlight-scale predict` (pipelines.predict: one Dask worker with one
    thread, reading the signal from the store, tiling, blending, rescaling, writing the
@@ -8,8 +9,8 @@
    each whole field in one pass, in one process on one torch thread (goal: overhead
    <= 15 %). Two plates: fields that fit the default tile, and fields that need tiling
    (there the overlap is computed twice, reported as the recomputation factor).
-2. Peak resident memory of the predict worker for a small and a 16x larger field
-   (goal: bounded by a few tiles, not by the field).
+2. Peak resident memory of the predict worker for fields of 32xSxS, S in --memory-sizes
+   (default 256 and 1024; goal: bounded by a few tiles, not by the field).
 
 F-net depth 3 / 8 channels on the CPU (a CPU-sized model; the ratio, not the rate, is the
 result); with ``--device cuda`` the paper's F-net (depth 4, 32 channels) on one GPU, bf16
@@ -156,17 +157,23 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller fields")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--memory-sizes", default="256,1024",
+                    help="y = x sizes of the fields for the memory part (z is 32)")
+    ap.add_argument("--memory-only", action="store_true", help="skip the throughput part")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     dev = args.device
     try:
         repeats = 1 if args.quick else 3
-        throughput(tmp, "fits-one-tile", 4 if args.quick else 6, (32, 256, 256), repeats, dev)
-        throughput(tmp, "tiled", 2, (32, 448, 448) if args.quick else (32, 640, 640), repeats,
-                   dev)
-        small = _worker_peak(tmp, "mem-small", (32, 256, 256), dev)
-        large = _worker_peak(tmp, "mem-large", (32, 1024, 1024), dev)
-        print(f"[memory] 16x the field voxels -> {large / small:.2f}x the worker peak")
+        if not args.memory_only:
+            throughput(tmp, "fits-one-tile", 4 if args.quick else 6, (32, 256, 256), repeats,
+                       dev)
+            throughput(tmp, "tiled", 2, (32, 448, 448) if args.quick else (32, 640, 640),
+                       repeats, dev)
+        sizes = [int(v) for v in args.memory_sizes.split(",")]
+        peaks = [_worker_peak(tmp, f"mem-{n}", (32, n, n), dev) for n in sizes]
+        print(f"[memory] {(sizes[-1] / sizes[0]) ** 2:.0f}x the field voxels -> "
+              f"{peaks[-1] / peaks[0]:.2f}x the worker peak")
     finally:
         shutil.rmtree(tmp)
 
