@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import resource
 import shutil
 import sys
 import tempfile
@@ -22,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import make_screen, raw_bytes, timed  # noqa: E402
+from _common import (local_cluster, make_screen, peak_rss_mb, raw_bytes,  # noqa: E402
+                     reset_peak_rss, timed)
 
 
 def naive(manifest: Path, out: Path):
@@ -69,11 +69,8 @@ def main():
 
     import time
 
-    from distributed import Client, LocalCluster
-
     t0 = time.perf_counter()
-    lc = LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None)
-    client = Client(lc)
+    lc, client = local_cluster(2)  # as `--cluster local --workers 2` starts it
     t_start = time.perf_counter() - t0
 
     def run_ingest():
@@ -128,17 +125,16 @@ def main():
 
 def peak_memory(fields: int) -> float:
     """Peak RSS (MB) of ingest's worker processes for a screen of ``fields`` fields."""
-    from distributed import Client, LocalCluster
-
     from spotlight_scale.pipelines.ingest import IngestSettings, ingest
 
     tmp = Path(tempfile.mkdtemp())
     man = make_screen(tmp / "raw", fields)
-    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as lc, Client(lc) as c:
+    lc, c = local_cluster(2)
+    with lc, c:
+        c.run(reset_peak_rss)
         ingest(man, tmp / "store", IngestSettings(isotropic_um=None), cluster=lc.scheduler_address,
                progress_stream=None)
-        peaks = c.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        peaks = c.run(peak_rss_mb)
     shutil.rmtree(tmp)
     return max(peaks.values())
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import make_screen, timed  # noqa: E402
+from _common import local_cluster, make_screen, peak_rss_mb, reset_peak_rss, timed  # noqa: E402
 
 TILE, OVERLAP = (64, 256, 256), (16, 32, 32)  # the CLI defaults
 
@@ -58,33 +58,6 @@ def _model_file(path: Path, device: str = "cpu"):
     return net.to(device)
 
 
-def _cluster():
-    """One worker, one thread, with the worker environment `--cluster local` gives."""
-    from distributed import Client, LocalCluster
-
-    from spotlight_scale.cluster import worker_environ
-
-    with worker_environ():
-        lc = LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address=None)
-    return lc, Client(lc)
-
-
-def _reset_peak_rss() -> None:
-    """Reset this process's peak RSS (VmHWM; Linux >= 4.0). ru_maxrss cannot be reset and
-    a spawned worker inherits its parent's across execve."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str = "cpu"):
     from spotlight_scale.pipelines.predict import predict
 
@@ -104,7 +77,7 @@ def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str =
         if cuda:
             torch.cuda.synchronize()
 
-    lc, client = _cluster()
+    lc, client = local_cluster(1)
     out = {}
 
     def pipeline():
@@ -136,14 +109,14 @@ def _worker_peak(tmp: Path, label: str, shape, device: str = "cpu"):
 
     store = _store(tmp / label, 1, shape, seed=1)
     _model_file(tmp / label / "run", device)
-    lc, client = _cluster()
+    lc, client = local_cluster(1)
     try:
-        client.run(_reset_peak_rss)
-        before = list(client.run(_peak_rss_mb).values())[0]
+        client.run(reset_peak_rss)
+        before = list(client.run(peak_rss_mb).values())[0]
         predict(store.root, tmp / label / "run", "bench", split="all", tile=TILE,
                 overlap=OVERLAP, cluster=lc.scheduler_address, device=device,
                 progress_stream=None)
-        after = list(client.run(_peak_rss_mb).values())[0]
+        after = list(client.run(peak_rss_mb).values())[0]
     finally:
         client.close()
         lc.close()

@@ -19,18 +19,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import make_screen, timed  # noqa: E402
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from _common import local_cluster, make_screen, peak_rss_mb, reset_peak_rss, timed  # noqa: E402
 
 
 def peak_memory(fields: int) -> float:
     """Peak RSS (MB) of a profile worker for a screen of ``fields`` fields."""
-    from distributed import Client, LocalCluster
 
     from spotlight_scale.pipelines.ingest import IngestSettings, ingest
     from spotlight_scale.pipelines.profile import profile
@@ -38,11 +31,12 @@ def peak_memory(fields: int) -> float:
     tmp = Path(tempfile.mkdtemp())
     man = make_screen(tmp / "raw", fields, shape=(32, 256, 256), seed=1)
     ingest(man, tmp / "store", IngestSettings(isotropic_um=None), workers=2, progress_stream=None)
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as lc, Client(lc) as c:
+    lc, c = local_cluster(1)
+    with lc, c:
+        c.run(reset_peak_rss)
         profile(tmp / "store", labels="gt", out=tmp / "p", cluster=lc.scheduler_address,
                 progress_stream=None)
-        peak = max(c.run(_peak_rss_mb).values())
+        peak = max(c.run(peak_rss_mb).values())
     shutil.rmtree(tmp)
     return peak
 
@@ -73,17 +67,17 @@ def main():
                                             spacing=(0.29,) * 3)
                 mesh_surface_area(v, f)
     t_base, _ = timed(baseline, 3)
-    from distributed import Client, LocalCluster
 
     rates, peaks = {}, {}
     for w in (1, 2):
         # the cluster is started once per worker count: start-up is a per-command cost
-        with LocalCluster(n_workers=w, threads_per_worker=1, host="127.0.0.1",
-                          dashboard_address=None) as lc, Client(lc) as c:
+        lc, c = local_cluster(w)
+        with lc, c:
+            c.run(reset_peak_rss)
             t, _ = timed(lambda: profile(store.root, labels="gt", out=tmp / f"p{w}",
                                          cluster=lc.scheduler_address, overwrite=True,
                                          progress_stream=None), 3)
-            peaks[w] = max(c.run(_peak_rss_mb).values())
+            peaks[w] = max(c.run(peak_rss_mb).values())
         rates[w] = n_nuclei / t
     base = n_nuclei / t_base
     print(f"{n_nuclei} nuclei in {len(keys)} fields")
