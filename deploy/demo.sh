@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: a synthetic screen through every stage on a local Dask cluster
-# (2 workers), F-net (MSE) vs Spotlight with a CPU-sized budget. About 7 minutes on 2 cores (plus the install on a fresh machine).
+# (2 workers), F-net (MSE) vs Spotlight with a CPU-sized budget. About 5 minutes on 2 cores (plus the install on a fresh machine).
 # Usage: deploy/demo.sh [WORKDIR]   (default: demo/)
 set -euo pipefail
 W="${1:-demo}"
