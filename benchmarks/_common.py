@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 
-
 def timed(fn, repeats=3):
     """Median wall time of ``fn()`` over ``repeats`` runs (and the last result)."""
     times, out = [], None

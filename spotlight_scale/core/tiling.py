@@ -120,6 +120,9 @@ class TilePlan:
     def tile_region(self, idx) -> Region:
         return tuple(slice(*self.tile_span(a, i)) for a, i in enumerate(idx))
 
+    def tile_shape(self, idx) -> tuple[int, int, int]:
+        return tuple(hi - lo for lo, hi in (self.tile_span(a, i) for a, i in enumerate(idx)))
+
     @property
     def computed_voxels(self) -> int:
         """Voxels the network computes over all tiles (>= the field's voxels)."""
@@ -209,6 +212,11 @@ def read_padded(read: Callable[[Region], np.ndarray], plan: TilePlan, region: Re
     return block[np.ix_(*[i - i.min() for i in src])]
 
 
+def _outer(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The 3D weight of separable per-axis weights ``(wz, wy, wx)``."""
+    return parts[0][:, None, None] * parts[1][None, :, None] * parts[2][None, None, :]
+
+
 def _boxes_touched(plan: TilePlan, axis: int, i: int) -> list[int]:
     _, stop = plan.tile_span(axis, i)
     out = [i]
@@ -248,12 +256,10 @@ def predict_stream(read: Callable[[Region], np.ndarray], forward: Callable[[np.n
         seconds: ``forward_s`` (in ``forward``), ``read_wait_s`` / ``write_wait_s``
         (waiting for I/O that the threads did not hide) and ``total_s``.
     """
-    order = list(plan.tiles())
     batches: list[list[tuple[int, int, int]]] = []
-    for idx in order:
-        shape = tuple(s.stop - s.start for s in plan.tile_region(idx))
-        if batches and len(batches[-1]) < batch_size and shape == tuple(
-                s.stop - s.start for s in plan.tile_region(batches[-1][0])):
+    for idx in plan.tiles():
+        if (batches and len(batches[-1]) < batch_size
+                and plan.tile_shape(idx) == plan.tile_shape(batches[-1][0])):
             batches[-1].append(idx)
         else:
             batches.append([idx])
@@ -289,13 +295,13 @@ def predict_stream(read: Callable[[Region], np.ndarray], forward: Callable[[np.n
             for idx, pred in zip(batch, y):
                 w1 = [windows[a][i] for a, i in enumerate(idx)]
                 spans = [plan.tile_span(a, i) for a, i in enumerate(idx)]
-                wpred = pred * (w1[0][:, None, None] * w1[1][None, :, None] * w1[2][None, None, :])
+                wpred = pred * _outer(w1)
                 own = None
                 for box in itertools.product(*(_boxes_touched(plan, a, i)
                                                for a, i in enumerate(idx))):
                     bspan = [plan.box_span(a, j) for a, j in enumerate(box)]
-                    glob = [(max(t0, b0), min(t1, b1)) for (t0, t1), (b0, b1) in zip(spans, bspan)]
-                    loc = tuple(slice(g0 - t0, g1 - t0) for (g0, g1), (t0, _) in zip(glob, spans))
+                    glob = [(max(a0, b0), min(a1, b1)) for (a0, a1), (b0, b1) in zip(spans, bspan)]
+                    loc = tuple(slice(g0 - a0, g1 - a0) for (g0, g1), (a0, _) in zip(glob, spans))
                     wparts = [w[sl] for w, sl in zip(w1, loc)]
                     if box == tuple(idx):
                         own = (bspan, loc, wparts)
@@ -306,11 +312,11 @@ def predict_stream(read: Callable[[Region], np.ndarray], forward: Callable[[np.n
                 stats["peak_pending_voxels"] = max(stats["peak_pending_voxels"], held)
                 bspan, loc, wparts = own
                 out = wpred[loc]
-                wsum = wparts[0][:, None, None] * wparts[1][None, :, None] * wparts[2][None, None, :]
+                wsum = _outer(wparts)
                 for glob, part, pw in pending.pop(tuple(idx), []):
                     sub = tuple(slice(g0 - b0, g1 - b0) for (g0, g1), (b0, _) in zip(glob, bspan))
                     out[sub] += part
-                    wsum[sub] += pw[0][:, None, None] * pw[1][None, :, None] * pw[2][None, None, :]
+                    wsum[sub] += _outer(pw)
                     held -= part.size
                 if not np.all(wsum > 0):
                     raise AssertionError("tiling left voxels without weight "

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TILE = (64, 256, 256)
 DEFAULT_OVERLAP = (16, 32, 32)
 
+
 class PredictError(RuntimeError):
     """A field failed during prediction; the message names it (done fields are kept)."""
 
@@ -62,12 +63,11 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
     """
     import torch
 
+    from ..backend import torch_device
     from ..core.normalize import denormalize_to_range, normalize
     from ..core.tiling import plan_tiles, predict_stream
     from ..io.fields import open_well_group
     from ..io.omezarr import create_image_czyx, fill_pyramid
-
-    from ..backend import torch_device
 
     store = Store(store_root)
     device = torch_device(device)  # dask-cuda pins each worker to its GPU (CUDA_VISIBLE_DEVICES)
