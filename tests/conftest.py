@@ -97,6 +97,26 @@ def make_store(tmp_path):
     return make
 
 
+@pytest.fixture
+def make_model_file():
+    """``make_model_file(store, path, seed=0)``: an untrained depth-2 F-net (4 channels) saved
+    as a model file at ``path``, with the target range of ``store``'s training fields."""
+    import torch
+
+    from spotlight_scale.core.normalize import target_range
+    from spotlight_scale.models.fnet import FNet
+    from spotlight_scale.models.io import save_model_file
+
+    def make(store, path, seed=0):
+        torch.manual_seed(seed)
+        rng = target_range([store.stats(k, "target") for k in store.fields("train")],
+                           "spotlight")
+        return save_model_file(path, FNet(depth=2, channels=4), normalization="spotlight",
+                               target_range=rng, train_config={}, iteration=0, loss="spotlight")
+
+    return make
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests need a CUDA device for torch; elsewhere they are skipped, not failed."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]

@@ -10,28 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from spotlight_scale.core.normalize import target_range
-from spotlight_scale.models.fnet import FNet
-from spotlight_scale.models.io import save_model_file
-
 pytestmark = pytest.mark.gpu
 TILE, OVERLAP = (8, 32, 32), (4, 16, 16)
 
 
-def _run(store, path):
-    path.mkdir()
-    torch.manual_seed(0)
-    rng = target_range([store.stats(k, "target") for k in store.fields("train")], "spotlight")
-    save_model_file(path / "model.pt", FNet(depth=2, channels=4), normalization="spotlight",
-                    target_range=rng, train_config={}, iteration=0, loss="spotlight")
-    return path
-
-
-def test_predict_on_gpu_matches_cpu(make_store, tmp_path):
+def test_predict_on_gpu_matches_cpu(make_store, make_model_file, tmp_path):
     from spotlight_scale.pipelines.predict import predict
 
     store = make_store(shape=(12, 72, 68))
-    run = _run(store, tmp_path / "run")
+    run = make_model_file(store, tmp_path / "model.pt")
     common = dict(split="all", tile=TILE, overlap=OVERLAP, progress_stream=None)
     predict(store.root, run, "cpu", workers=1, device="cpu", **common)
     predict(store.root, run, "gpu", workers=1, device="cuda", **common)
@@ -45,7 +32,7 @@ def test_predict_on_gpu_matches_cpu(make_store, tmp_path):
         np.testing.assert_allclose(b.mean(), a.mean(), atol=0.005 * spread)
 
 
-def test_cuda_cluster_pins_one_worker_per_gpu(make_store, tmp_path):
+def test_cuda_cluster_pins_one_worker_per_gpu(make_store, make_model_file, tmp_path):
     pytest.importorskip("dask_cuda")
     from spotlight_scale.cluster import open_client
     from spotlight_scale.pipelines.predict import predict
@@ -56,6 +43,7 @@ def test_cuda_cluster_pins_one_worker_per_gpu(make_store, tmp_path):
     assert len(seen) == torch.cuda.device_count()
     assert len({dev for dev, _ in seen.values()}) == len(seen)  # each worker its own GPU
     store = make_store(shape=(12, 72, 68))
-    res = predict(store.root, _run(store, tmp_path / "run"), "cuda", split="all", tile=TILE,
-                  overlap=OVERLAP, cluster="cuda", device="cuda", progress_stream=None)
+    model = make_model_file(store, tmp_path / "model.pt")
+    res = predict(store.root, model, "cuda", split="all", tile=TILE, overlap=OVERLAP,
+                  cluster="cuda", device="cuda", progress_stream=None)
     assert res["done"] == len(store.fields())

@@ -9,20 +9,9 @@ import zarr
 from click.testing import CliRunner
 
 from spotlight_scale.cli import cli
-from spotlight_scale.core.normalize import target_range
 from spotlight_scale.io.tiff import read_volume
-from spotlight_scale.models.fnet import FNet
-from spotlight_scale.models.io import save_model_file
 
 TILE, OVERLAP = (8, 32, 32), (4, 16, 16)
-
-
-def _model_file(store, path, channels=4, seed=0):
-    torch.manual_seed(seed)
-    net = FNet(depth=2, channels=channels)
-    rng = target_range([store.stats(k, "target") for k in store.fields("train")], "spotlight")
-    return save_model_file(path, net, normalization="spotlight", target_range=rng,
-                           train_config={}, iteration=0, loss="spotlight")
 
 
 def _loads_on_worker():
@@ -32,14 +21,14 @@ def _loads_on_worker():
 
 
 @pytest.fixture
-def setup(make_store, tmp_path):
+def setup(make_store, make_model_file, tmp_path):
     store = make_store(shape=(12, 40, 44))
     (tmp_path / "run").mkdir()
-    _model_file(store, tmp_path / "run" / "model.pt")
+    make_model_file(store, tmp_path / "run" / "model.pt")
     return store, tmp_path
 
 
-def test_predict_export_roundtrip(setup):
+def test_predict_export_roundtrip(setup, make_model_file):
     import ome_zarr_models.v05 as v05
     from distributed import Client, LocalCluster
     from ome_zarr.io import parse_url
@@ -70,7 +59,7 @@ def test_predict_export_roundtrip(setup):
                                 "--split", "all", "--tile", "8,32,32", "--overlap", "4,16,16"])
     assert again.exit_code == 0 and "4 already done" in again.output
     (tmp / "run2").mkdir()
-    _model_file(store, tmp / "run2" / "model.pt", seed=1)
+    make_model_file(store, tmp / "run2" / "model.pt", seed=1)
     before = store.read_named(store.fields()[0], "prediction:tiny")
     other = runner.invoke(cli, ["predict", str(store.root), str(tmp / "run2"), "--name", "tiny",
                                 "--split", "all"])
@@ -129,7 +118,7 @@ def _reference_prediction(store, key, model_path):
     return denormalize_to_range(pred, meta["target_range"])
 
 
-def test_streamed_prediction_equals_in_memory_and_resumes(make_store, tmp_path):
+def test_streamed_prediction_equals_in_memory_and_resumes(make_store, make_model_file, tmp_path):
     """Worker output = the in-memory reference (level 0 and the streamed pyramid); a field
     that fails mid-run leaves the others done, and a re-run redoes only that field."""
     from distributed import Client, LocalCluster
@@ -139,7 +128,7 @@ def test_streamed_prediction_equals_in_memory_and_resumes(make_store, tmp_path):
 
     store, tmp = make_store(shape=(12, 72, 68)), tmp_path  # two pyramid levels
     (tmp / "run").mkdir()
-    _model_file(store, tmp / "run" / "model.pt")
+    make_model_file(store, tmp / "run" / "model.pt")
     keys = store.fields()
     victim = keys[2]
     chunk = store.field_url(victim) / "s0" / "c" / "0" / "0" / "0" / "0"  # signal, first chunk
