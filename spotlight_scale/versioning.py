@@ -15,12 +15,12 @@ STORE_LAYOUT_VERSION = 1
 
 #: Parquet table schemas, by table name.
 TABLE_SCHEMAS = {
-    "fields": 1,  # one row per field: keys + per-channel statistics
+    "fields": 2,  # one row per field: keys + per-channel statistics (2: Metadata_ keys)
     "failures": 1,  # ingest rows that failed with --on-error skip
     "patches": 1,  # foreground patch index, one file per field
     "nuclei": 1,  # per-nucleus profiles
     "wells": 1,  # per-well aggregated profiles
-    "metrics": 1,  # per-field evaluation metrics
+    "metrics": 2,  # per-field evaluation metrics (2: Metadata_ keys)
 }
 
 #: Model file format written by the trainer.

@@ -130,7 +130,8 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
         target = store.read(key, "target").astype(np.float64)
         fg = target >= store.stats(key, "target")["otsu"]
         gt = store.read_named(key, "labels:gt")
-        sel = (df["plate"] == key.plate) & (df["well"] == key.well) & (df["field"] == key.field)
+        sel = ((df["Metadata_Plate"] == key.plate) & (df["Metadata_Well"] == key.well)
+               & (df["Metadata_Site"] == key.field))
         for name in ("good", "blurry"):
             pred = store.read_named(key, f"prediction:{name}").astype(np.float64)
             row = df[sel & (df["model"] == name)].iloc[0]
@@ -191,8 +192,8 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
                            / (hi - lo),
                            (p.loc[(key.plate, key.well, key.field, b), feats].to_numpy() - lo)
                            / (hi - lo)) for a, b in zip(ia, ib)]
-    row = df[(df["model"] == "good") & (df["plate"] == key.plate) & (df["well"] == key.well)
-             & (df["field"] == key.field)].iloc[0]
+    row = df[(df["model"] == "good") & (df["Metadata_Plate"] == key.plate)
+             & (df["Metadata_Well"] == key.well) & (df["Metadata_Site"] == key.field)].iloc[0]
     assert row["n_matched"] == len(ia) > 0
     assert row["cosine_nuclei_median"] == pytest.approx(np.median(d))
     wells = {(w["model"], w["well"]): w for w in summary["wells"]}

@@ -37,7 +37,8 @@ def test_written_store_validates_and_reads_back(make_store, ngff):
     assert idx.origins.dtype == np.int32 and len(idx) > 0
     assert idx.patch_shape == (8, 16, 16)
     table = store.fields_table()
-    assert list(table["field"]) == [0, 1, 0, 1] and "target_otsu" in table
+    assert list(table["Metadata_Site"]) == [0, 1, 0, 1] and "target_otsu" in table
+    assert list(table.columns[:3]) == ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
 
 def _block_mean_reference(x):
@@ -99,3 +100,34 @@ def test_rewritten_labels_are_listed_once_and_validate(make_store, ngff):
     assert store.labels_names(key) == ["gt", "seg"]
     assert store.read_named(key, "labels:seg").max() == 7
     (v05 if ngff == "0.5" else v04).Labels.from_zarr(group["labels"])
+
+
+def test_tables_share_one_key_convention_and_read_version_1(tmp_path):
+    """fields and metrics tables written before the Metadata_ keys (schema 1) are read with
+    the current keys; an unknown version is refused by name."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spotlight_scale.io.tables import FIELD_KEYS, read_table, write_table
+    from spotlight_scale.versioning import VersionError
+
+    old = pd.DataFrame({"plate": ["P"], "well": ["B03"], "row": ["B"], "column": ["03"],
+                        "field": [1], "target_otsu": [7.0]})
+
+    def write_v(version, path):
+        tab = pa.Table.from_pandas(old, preserve_index=False)
+        meta = {b"spotlight_scale.table": b"fields",
+                b"spotlight_scale.schema_version": str(version).encode()}
+        pq.write_table(tab.replace_schema_metadata(meta), path)
+
+    write_v(1, tmp_path / "f1.parquet")
+    got = read_table(tmp_path / "f1.parquet", "fields")
+    assert list(got.columns) == [*FIELD_KEYS[:2], "Metadata_Row", "Metadata_Column",
+                                 FIELD_KEYS[2], "target_otsu"]
+    assert got.loc[0, "Metadata_Site"] == 1 and got.loc[0, "Metadata_Well"] == "B03"
+    write_v(99, tmp_path / "f99.parquet")
+    with pytest.raises(VersionError, match="version 99"):
+        read_table(tmp_path / "f99.parquet", "fields")
+    write_table(got, tmp_path / "f2.parquet", "fields")
+    pd.testing.assert_frame_equal(read_table(tmp_path / "f2.parquet", "fields"), got)

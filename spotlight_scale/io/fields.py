@@ -143,14 +143,17 @@ def finalize_store(store: Store) -> None:
 
 
 def fields_frame(store: Store, keys: Sequence[FieldKey]):
-    """One row per field: keys, split, shape, voxel size and per-channel statistics."""
+    """One row per field: keys (:data:`~spotlight_scale.io.tables.FIELD_KEYS`, row, column),
+    split, shape, voxel size and per-channel statistics."""
     import pandas as pd
+
+    from .tables import key_columns
 
     rows = []
     for key in keys:
         meta = store.field_meta(key)
-        row = {"plate": key.plate, "well": key.well, "row": key.row, "column": key.column,
-               "field": key.field, "split": meta["split"],
+        row = {**key_columns(key), "Metadata_Row": key.row, "Metadata_Column": key.column,
+               "split": meta["split"],
                "path": str(store.field_url(key).relative_to(store.root))}
         for axis, n, v in zip("zyx", meta["shape_zyx"], meta["voxel_size_um"]):
             row[f"shape_{axis}"] = int(n)

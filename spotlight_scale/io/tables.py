@@ -2,12 +2,19 @@
 
 Every table spotlight-scale writes carries ``spotlight_scale.table`` and
 ``spotlight_scale.schema_version`` in its Parquet metadata; :func:`read_table`
-refuses a file whose table name or version it does not know.
+refuses a file whose table name or version it does not know, except an older
+version it has a reader for (:data:`UPGRADES`).
+
+Keys: every table names a field by the same columns, :data:`FIELD_KEYS` (the
+``Metadata_`` convention of CellProfiler and pycytominer): ``Metadata_Plate``,
+``Metadata_Well`` (``B03``) and ``Metadata_Site`` (the field number); tables about
+objects add ``Metadata_ObjectNumber``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +24,26 @@ import pyarrow.parquet as pq
 
 from ..versioning import TABLE_SCHEMAS, VersionError, check_version, parquet_metadata
 from .atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+PLATE, WELL, SITE, OBJECT = ("Metadata_Plate", "Metadata_Well", "Metadata_Site",
+                             "Metadata_ObjectNumber")
+#: The columns that name a field in every table.
+FIELD_KEYS = (PLATE, WELL, SITE)
+
+#: Readers of older schema versions: ``(table, version) -> column renames`` that make it
+#: the current version (version 1 of these tables keyed fields by plate/well/field).
+UPGRADES = {
+    ("fields", 1): {"plate": PLATE, "well": WELL, "field": SITE, "row": "Metadata_Row",
+                    "column": "Metadata_Column"},
+    ("metrics", 1): {"plate": PLATE, "well": WELL, "field": SITE},
+}
+
+
+def key_columns(key) -> dict:
+    """``{Metadata_Plate, Metadata_Well, Metadata_Site}`` of a :class:`FieldKey`."""
+    return {PLATE: key.plate, WELL: key.well, SITE: key.field}
 
 
 def table_metadata(path: str | Path) -> dict[str, str]:
@@ -35,14 +62,22 @@ def write_table(df: pd.DataFrame, path: str | Path, table: str, **extra) -> None
 
 
 def read_table(path: str | Path, table: str) -> pd.DataFrame:
-    """Read a table, checking its name and schema version."""
+    """Read a table, checking its name and schema version (older versions with a reader in
+    :data:`UPGRADES` are converted to the current one)."""
     meta = table_metadata(path)
     found = meta.get("spotlight_scale.table")
     if found != table:
         raise VersionError(f"{path}: expected a '{table}' table, found {found!r}")
-    check_version(f"'{table}' table schema", meta.get("spotlight_scale.schema_version"),
-                  TABLE_SCHEMAS[table], str(path))
-    return pq.read_table(path).to_pandas()
+    version = meta.get("spotlight_scale.schema_version")
+    renames = UPGRADES.get((table, int(version))) if str(version).isdigit() else None
+    if renames is None:
+        check_version(f"'{table}' table schema", version, TABLE_SCHEMAS[table], str(path))
+    df = pq.read_table(path).to_pandas()
+    if renames is not None:
+        log.info("%s: '%s' table schema version %s read as version %d", path, table, version,
+                 TABLE_SCHEMAS[table])
+        df = df.rename(columns=renames)
+    return df
 
 
 def write_patch_index(path: str | Path, origins: np.ndarray, fg_fraction: np.ndarray, *,

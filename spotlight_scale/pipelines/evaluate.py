@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..io.store import FieldKey, Store, StoreError, canonical_well, check_name
+from ..io.tables import SITE, key_columns
 
 log = logging.getLogger(__name__)
 
@@ -283,8 +284,7 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
     edges = np.asarray(plan["hist_edges"])
     gt = _read_labels(store, key, plan["gt_labels"], gt=True) if meta.get("has_gt", True) else None
     tlab = _read_labels(store, key, plan["target_labels"])
-    base = {"plate": key.plate, "well": key.well, "field": key.field,
-            "split": meta.get("split", "")}
+    base = {**key_columns(key), "split": meta.get("split", "")}
 
     def resolution(img):
         return {"frc_um": _safe(M.frc_resolution, img[z_show], bin_delta=bd, spacing=(vy, vx)),
@@ -644,13 +644,13 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
             features[name] = feats
             for fid, (n, d) in per_field.items():
                 k = FieldKey.from_id(fid)
-                sel = ((df["model"] == name) & (df["plate"] == k.plate) & (df["well"] == k.well)
-                       & (df["field"] == k.field))
+                sel = (df["model"] == name) & np.logical_and.reduce(
+                    [df[c] == v for c, v in key_columns(k).items()])
                 df.loc[sel, "n_matched"] = n
                 df.loc[sel, "cosine_nuclei_median"] = d
             wells += [{"model": name, **w} for w in per_well]
 
-    for c in ("field", "n_gt", "n_pred", "n_matched"):
+    for c in (SITE, "n_gt", "n_pred", "n_matched"):
         df[c] = df[c].astype(np.int64)
     write_table(df, out / "metrics.parquet", "metrics", predictions=plan["predictions"],
                 split=split, store=str(store.root))
