@@ -50,7 +50,8 @@ def drop_label(labels, which):
 
 
 def profiles_of(store, keys, image_of, labels_name):
-    """A tiny stand-in for `profile`: volume, mean intensity and location per nucleus."""
+    """A tiny stand-in for `profile`: volume, mean intensity and location per nucleus
+    (intensity columns without their image name, as evaluate compares them)."""
     rows = []
     for key in keys:
         lab = store.read_named(key, f"labels:{labels_name}")
@@ -62,21 +63,26 @@ def profiles_of(store, keys, image_of, labels_name):
         cx = [c[2] for c in ndi.center_of_mass(np.ones_like(lab), lab, ids)]
         for i, v, m, x, c in zip(ids, vol, mean, mx, cx):
             rows.append({"Metadata_Plate": key.plate, "Metadata_Well": key.well,
-                         "Metadata_Field": key.field, "Metadata_Label": int(i),
-                         "Nuclei_AreaShape_Volume": float(v), "Nuclei_Intensity_Mean": float(m),
-                         "Nuclei_Intensity_Max": float(x), "Nuclei_Location_Center_X": float(c)})
+                         "Metadata_Site": key.field, "Metadata_ObjectNumber": int(i),
+                         "Nuclei_AreaShape_Volume": float(v),
+                         "Nuclei_Intensity_MeanIntensity": float(m),
+                         "Nuclei_Intensity_MaxIntensity": float(x),
+                         "Nuclei_Location_Center_X": float(c)})
     return pd.DataFrame(rows)
 
 
-def write_profiles(df, path):
-    """Write the dataset the way the profile stage lays it out (versioned parts)."""
+def write_profiles(df, path, image):
+    """Write the dataset the way the profile stage lays it out (versioned files, intensity
+    columns named after the image measured)."""
     from spotlight_scale.io.profiles import part_path
+    from spotlight_scale.io.store import FieldKey
     from spotlight_scale.io.tables import write_table
 
-    path.mkdir(parents=True)
-    for (plate, well, field), part in df.groupby(["Metadata_Plate", "Metadata_Well",
-                                                  "Metadata_Field"]):
-        write_table(part.reset_index(drop=True), part_path(path, plate, well, field), "nuclei")
+    df = df.rename(columns={c: f"{c}_{image}" for c in df.columns if "_Intensity_" in c})
+    for (plate, well, site), part in df.groupby(["Metadata_Plate", "Metadata_Well",
+                                                 "Metadata_Site"]):
+        write_table(part.reset_index(drop=True), part_path(path, FieldKey(plate, well, site)),
+                    "nuclei", image_name=image)
 
 
 @pytest.fixture
@@ -102,7 +108,7 @@ def eval_store(make_store, tmp_path):
     labels = {"target": "seg-target", "good": "seg-good", "blurry": "seg-blurry"}
     frames = {m: profiles_of(store, test_keys, read[m], labels[m]) for m in read}
     for m, df in frames.items():
-        write_profiles(df, prof / m)
+        write_profiles(df, prof / m, m if m == "target" else f"prediction_{m}")
     return store, prof, frames
 
 
@@ -179,10 +185,11 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
         assert f"]({fig})" in md
 
     # feature level by hand: matched nuclei (IoU) -> min-max scaled features -> cosine
-    feats = ["Nuclei_AreaShape_Volume", "Nuclei_Intensity_Max", "Nuclei_Intensity_Mean"]
+    feats = ["Nuclei_AreaShape_Volume", "Nuclei_Intensity_MaxIntensity",
+             "Nuclei_Intensity_MeanIntensity"]
     assert sorted(summary["features"]["good"]) == feats  # location feature left out
-    t = frames["target"].set_index(["Metadata_Plate", "Metadata_Well", "Metadata_Field",
-                                    "Metadata_Label"])
+    t = frames["target"].set_index(["Metadata_Plate", "Metadata_Well", "Metadata_Site",
+                                    "Metadata_ObjectNumber"])
     p = frames["good"].set_index(t.index.names)
     lo, hi = t[feats].min().to_numpy(), t[feats].max().to_numpy()
     key = test_keys[0]

@@ -1,4 +1,7 @@
-"""Features against hand-built shapes; the profile stage with DuckDB, pandas, pycytominer."""
+"""Features against hand-built shapes and cp_measure itself; the profile stage's Parquet layout
+read by pandas, pyarrow and DuckDB; pycytominer on a profile without glue."""
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -6,127 +9,239 @@ import pytest
 from click.testing import CliRunner
 
 from spotlight_scale.cli import cli
-from spotlight_scale.core.features import FEATURE_COLUMNS, nucleus_features
+from spotlight_scale.core.features import (FEATURE_GROUPS, feature_columns, feature_unit,
+                                           nucleus_features)
 
 SP = (0.4, 0.2, 0.2)
 
 
-def sphere(r_um, shape=(40, 80, 80)):
+def ellipsoid(semi_um, shape=(40, 80, 80), spacing=SP):
     z, y, x = np.indices(shape)
     c = [(n - 1) / 2 for n in shape]
-    d = sum(((g - ci) * s) ** 2 for g, ci, s in zip((z, y, x), c, SP))
-    return (d <= r_um**2).astype(np.int32)
+    d = sum(((g - ci) * s / r) ** 2 for g, ci, s, r in zip((z, y, x), c, spacing, semi_um))
+    return (d <= 1).astype(np.int32)
 
 
-def test_sphere_volume_area_sphericity():
+def test_sphere_and_ellipsoid_mesh_shape_features():
     r = 6.0
-    lab = sphere(r)
+    lab = ellipsoid((r, r, r))
     f = nucleus_features(lab, np.ones(lab.shape), SP).iloc[0]
-    assert f["AreaShape_Volume"] == pytest.approx(lab.sum() * np.prod(SP))
-    assert f["AreaShape_Volume"] == pytest.approx(4 / 3 * np.pi * r**3, rel=0.03)
-    assert f["AreaShape_MeshVolume"] == pytest.approx(4 / 3 * np.pi * r**3, rel=0.03)
+    assert f["AreaShape_Volume"] == lab.sum()  # CellProfiler: voxels
+    assert f["AreaShape_Volume"] * np.prod(SP) == pytest.approx(4 / 3 * np.pi * r**3, rel=0.03)
+    assert f["Shape3D_MeshVolume"] == pytest.approx(4 / 3 * np.pi * r**3, rel=0.03)
     # marching cubes follows the voxel staircase: on this anisotropic grid (0.4 um in z)
     # it overestimates a sphere's area by 10-15 %, never underestimates it
-    area = f["AreaShape_SurfaceArea"]
-    assert 4 * np.pi * r**2 < area < 1.15 * 4 * np.pi * r**2
-    assert 0.85 < f["AreaShape_Sphericity"] <= 1.0
-    assert f["AreaShape_EquivalentDiameter"] == pytest.approx(2 * r, rel=0.02)
-    for a in ("Major", "Intermediate", "Minor"):  # 4 sqrt(r^2/5) for a solid sphere
-        assert f[f"AreaShape_{a}AxisLength"] == pytest.approx(4 * r / np.sqrt(5), rel=0.03)
+    assert 4 * np.pi * r**2 < f["Shape3D_SurfaceArea"] < 1.15 * 4 * np.pi * r**2
+    assert 0.85 < f["Shape3D_Sphericity"] <= 1.0
+    assert f["Shape3D_Elongation"] == pytest.approx(1, abs=0.02)
+    assert f["Shape3D_Flatness"] == pytest.approx(1, abs=0.02)
+    # a solid ellipsoid's coordinate covariance has eigenvalues a^2/5: sqrt ratios b/a, c/a
+    lab = ellipsoid((3.0, 6.0, 4.5))
+    f = nucleus_features(lab, np.ones(lab.shape), SP).iloc[0]
+    assert f["Shape3D_Elongation"] == pytest.approx(4.5 / 6, rel=0.02)
+    assert f["Shape3D_Flatness"] == pytest.approx(3 / 6, rel=0.02)
+    assert f["Shape3D_MeshVolume"] == pytest.approx(4 / 3 * np.pi * 3 * 6 * 4.5, rel=0.03)
 
 
-def test_box_and_l_shape():
-    lab = np.zeros((10, 20, 30), np.int32)
-    lab[2:6, 3:13, 5:25] = 1                 # a 4x10x20 voxel box
-    lab[6:8, 0:4, 0:4] = 2                   # an L: 2x4x4 block + 2x4x2 arm
-    lab[6:8, 4:8, 0:2] = 2
-    img = np.arange(lab.size, dtype=np.float32).reshape(lab.shape)
-    f = nucleus_features(lab, img, SP).set_index("label")
-    assert f.loc[1, "AreaShape_Extent"] == 1 and f.loc[1, "AreaShape_Solidity"] == pytest.approx(1)
-    assert [f.loc[1, f"AreaShape_BoundingBoxMin{a}"] for a in "ZYX"] == pytest.approx(
-        [2 * 0.4, 3 * 0.2, 5 * 0.2])
-    assert [f.loc[1, f"AreaShape_Centroid{a}"] for a in "ZYX"] == pytest.approx(
-        [3.5 * 0.4, 7.5 * 0.2, 14.5 * 0.2])
-    assert f.loc[2, "AreaShape_Extent"] == pytest.approx(48 / 64)  # 48 voxels in a 2x8x4 box
-    assert f.loc[2, "AreaShape_Solidity"] < 1
-    v = img[lab == 1]
-    assert f.loc[1, "Intensity_Mean"] == pytest.approx(v.mean())
-    assert f.loc[1, "Intensity_Integrated"] == pytest.approx(v.sum() * np.prod(SP))
-    assert f.loc[1, "Intensity_Median"] == pytest.approx(np.median(v))
-
-
-def test_hull_count_equals_scikit_image_convex_hull_image():
-    import warnings
-
-    from scipy import ndimage as ndi
+def test_box_and_l_shape_positions_and_intensities():
     from skimage.measure import regionprops
-    from skimage.morphology import ball, convex_hull_image
 
-    from spotlight_scale.core.features import convex_hull_voxel_count
+    lab = np.zeros((10, 20, 30), np.int32)
+    lab[2:6, 3:13, 5:25] = 7                 # a 4x10x20 voxel box, label 7
+    lab[6:8, 0:4, 0:4] = 3                   # an L: 2x4x4 block + 2x4x2 arm, label 3
+    lab[6:8, 4:8, 0:2] = 3
+    img = np.arange(lab.size, dtype=np.float32).reshape(lab.shape)
+    f = nucleus_features(lab, img, SP, intensity_scale=1000.0).set_index("ObjectNumber")
+    assert list(f.index) == [3, 7]
+    assert f.loc[7, "AreaShape_Volume"] == 800
+    assert f.loc[7, "AreaShape_Extent"] == 1 and f.loc[7, "AreaShape_Solidity"] == 1
+    # positions in voxel index coordinates, X the last axis, under Location_
+    assert [f.loc[7, f"Location_Center_{a}"] for a in "ZYX"] == pytest.approx([3.5, 7.5, 14.5])
+    assert [f.loc[7, f"Location_BoundingBoxMinimum_{a}"] for a in "ZYX"] == [2, 3, 5]
+    assert not any(c.startswith("AreaShape_") and re.search("Center|BoundingBoxM", c)
+                   for c in f.columns)
+    assert f.loc[3, "AreaShape_Extent"] == pytest.approx(48 / 64)  # 48 voxels in a 2x8x4 box
+    assert f.loc[3, "AreaShape_Solidity"] == pytest.approx(
+        {r.label: r.solidity for r in regionprops(lab)}[3])
+    v = img[lab == 7] / 1000.0
+    assert f.loc[7, "Intensity_MeanIntensity_target"] == pytest.approx(v.mean())
+    assert f.loc[7, "Intensity_IntegratedIntensity_target"] == pytest.approx(v.sum())
+    assert f.loc[7, "Intensity_StdIntensity_target"] == pytest.approx(v.std())
+    assert f.loc[7, "Intensity_MaxIntensity_target"] == pytest.approx(v.max())
+    assert f.loc[7, "Location_MaxIntensity_X_target"] == 24
 
-    rng = np.random.default_rng(3)
-    shapes = [ball(6), np.ones((3, 4, 5), bool), ball(4)[:, :, :5],
-              np.pad(ball(3), 2)[::-1, :, ::2]]
-    shapes += [rng.random(tuple(rng.integers(2, 14, 3))) < rng.uniform(0.05, 0.9)
-               for _ in range(40)]
-    shapes += [ndi.gaussian_filter(rng.random((18, 28, 28)), 3) > 0.5 for _ in range(10)]
+
+def test_cp_measure_values_under_cellprofiler_names_and_labels_kept():
+    """Every cp_measure feature arrives unchanged under its CellProfiler name, on gapped
+    labels (relabelled once by us, by cp_measure's own sanitising in the reference)."""
+    from cp_measure.bulk import get_core_measurements_3d
+
+    from spotlight_scale.core.synth import synth_field
+
+    f = synth_field((16, 64, 64), (0.29, 0.29, 0.29), np.random.default_rng(1))
+    lab = f["mask"].astype(np.int32) * 3  # labels 3, 6, 9, ...
+    img = f["target"]
+    ours = nucleus_features(lab, img, (0.29,) * 3, image_name="prediction:a-1",
+                            groups=FEATURE_GROUPS, intensity_scale=65535.0)
+    ids = np.unique(lab[lab > 0])
+    assert ours["ObjectNumber"].tolist() == ids.tolist() and len(ids) >= 3
+    px = img.astype(np.float32) / np.float32(65535)
+    ref = {}
+    for group, fn in get_core_measurements_3d(legacy=True).items():
+        pixels = np.clip(px, 0, 1) if group == "texture" else px
+        for name, vals in fn(lab, pixels).items():
+            ref[(group, name)] = np.asarray(vals, np.float64)
     checked = 0
-    for obj in shapes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ref = int(convex_hull_image(obj).sum())
-        if ref == 0:  # scikit-image gives up on a flat hull
+    for (group, name), vals in ref.items():
+        if group == "sizeshape":
+            col = (f"Location_{name}" if re.match(r"(Center|BoundingBox(Min|Max)imum)_", name)
+                   else f"AreaShape_{name}")
+        elif group == "texture":
+            feat, _, rest = name.partition("_")
+            col = f"Texture_{feat}_prediction_a_1_{rest}"
+        else:
+            col = f"{name}_prediction_a_1"
+        if re.match(r"AreaShape_NormalizedMoment_(0_0_0|0_0_1|0_1_0|1_0_0)$", col):
+            assert col not in ours and np.isnan(vals).all()  # undefined: left out
             continue
-        assert convex_hull_voxel_count(obj) == ref, obj.shape
+        np.testing.assert_allclose(ours[col].to_numpy(), vals, rtol=1e-12, equal_nan=True,
+                                   err_msg=col)
         checked += 1
-    assert checked > 40
-    # and the profile's solidity is scikit-image's
-    lab = np.zeros((20, 30, 30), np.int32)
-    lab[2:12, 3:20, 4:9] = 1
-    lab[5:15, 10:25, 12:28] = 2
-    lab[8:15, 20:25, 12:20] = 0
-    f = nucleus_features(lab, lab.astype(np.float32), (0.5, 0.2, 0.2)).set_index("label")
-    for r in regionprops(lab):
-        assert f.loc[r.label, "AreaShape_Solidity"] == pytest.approx(r.solidity, rel=1e-12)
+    assert checked == len(ours.columns) - 1 - 5  # all but ObjectNumber and the 5 Shape3D
+    # one object measured alone gives the same row as in the crowd
+    alone = np.where(lab == ids[1], lab, 0)
+    solo = nucleus_features(alone, img, (0.29,) * 3, intensity_scale=65535.0).iloc[0]
+    row = ours.iloc[1]
+    for col in ("AreaShape_Volume", "AreaShape_Solidity", "Shape3D_MeshVolume",
+                "Location_Center_X"):
+        assert solo[col] == pytest.approx(row[col], rel=1e-12)
+    assert solo["Intensity_MeanIntensity_target"] == pytest.approx(
+        row["Intensity_MeanIntensity_prediction_a_1"], rel=1e-6)
 
 
-def test_empty_labels_give_named_zero_rows():
+def test_empty_labels_give_named_zero_rows_and_every_column_has_a_unit():
     f = nucleus_features(np.zeros((4, 5, 6), int), np.zeros((4, 5, 6)), SP)
-    assert list(f.columns) == FEATURE_COLUMNS and len(f) == 0
+    assert list(f.columns) == feature_columns() and len(f) == 0
+    assert f["ObjectNumber"].dtype == np.int64
+    cols = feature_columns(FEATURE_GROUPS, "target")
+    assert len(cols) == len(set(cols)) > 400
+    units = {c: feature_unit(f"Nuclei_{c}")[0] for c in cols[1:]}  # after ObjectNumber
+    assert units["Shape3D_MeshVolume"] == "um^3" and units["AreaShape_Volume"] == "voxel^3"
+    assert units["Location_Center_X"] == "voxel" and units["Texture_Contrast_target_3_00_256"] == "1"
+    with pytest.raises(ValueError, match="unknown feature group"):
+        nucleus_features(np.zeros((4, 5, 6), int), np.zeros((4, 5, 6)), SP, groups=["nope"])
 
 
-def test_profile_stage_duckdb_pandas_pycytominer(make_store, tmp_path):
-    import duckdb
-
+@pytest.fixture
+def profiled(make_store, tmp_path):
     store = make_store()
     out = tmp_path / "prof"
-    runner = CliRunner()
     args = ["profile", str(store.root), "--labels", "gt", "--out", str(out), "--workers", "1"]
-    r = runner.invoke(cli, args)
+    r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     expect = {}
     for k in store.fields():
         n = len(np.unique(store.read_named(k, "labels:gt"))) - 1
         expect[k.well] = expect.get(k.well, 0) + n
-    got = duckdb.connect().execute(
-        f"SELECT Metadata_Well AS w, count(*) AS n FROM read_parquet('{out}/Metadata_Plate=*/**/"
-        "*.parquet', hive_partitioning=true) GROUP BY 1 ORDER BY 1").df()
+    return store, out, args, expect
+
+
+def test_profile_layout_read_by_pandas_pyarrow_duckdb(profiled, tmp_path):
+    import duckdb
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    store, out, args, expect = profiled
+    n = sum(expect.values())
+    df = pd.read_parquet(out / "nuclei")
+    assert len(df) == n
+    assert df.groupby("Metadata_Well").size().to_dict() == expect
+    assert list(df.columns[:4]) == ["Metadata_Plate", "Metadata_Well", "Metadata_Site",
+                                    "Metadata_ObjectNumber"]
+    assert df["Metadata_Plate"].dtype != "category" and df["Metadata_Site"].dtype == np.int64
+    assert ds.dataset(out / "nuclei").to_table().num_rows == n
+    con = duckdb.connect()
+    got = con.execute(
+        f"SELECT Metadata_Well AS w, count(*) AS n FROM read_parquet('{out}/nuclei/**/*.parquet',"
+        " hive_partitioning=true) GROUP BY 1 ORDER BY 1").df()
     assert dict(zip(got["w"], got["n"])) == expect
-    from spotlight_scale.io.profiles import read_profiles
-
-    df = read_profiles(out)
-    assert len(df) == sum(expect.values())
-    wells = pd.read_parquet(out / "wells.parquet")
-    assert dict(zip(wells["Metadata_Well"], wells["Metadata_Count"])) == expect
-    from pycytominer import aggregate, normalize
-
-    feats = [c for c in df.columns if c.startswith("Nuclei_")]
-    agg = aggregate(df, strata=["Metadata_Plate", "Metadata_Well"], features=feats)
-    assert len(agg) == 2
-    norm = normalize(df, features=feats, meta_features=["Metadata_Plate", "Metadata_Well",
-                                                        "Metadata_Field", "Metadata_Label"],
-                     method="standardize")
-    assert abs(norm["Nuclei_AreaShape_Volume"].mean()) < 1e-6
+    wells = pd.read_parquet(out / "wells")
+    assert dict(zip(wells["Metadata_Well"], wells["Metadata_Object_Count"])) == expect
+    assert con.execute(f"SELECT sum(Metadata_Object_Count) FROM read_parquet("
+                       f"'{out}/wells/**/*.parquet', hive_partitioning=true)").fetchone()[0] == n
+    # units travel with the data
+    schema = pq.read_schema(next((out / "nuclei").rglob("*.parquet")))
+    assert schema.field("Nuclei_Shape3D_MeshVolume").metadata[b"unit"] == b"um^3"
+    assert schema.field("Nuclei_AreaShape_Volume").metadata[b"unit"] == b"voxel^3"
+    assert pq.read_schema(out / "wells" / "wells.parquet").field(
+        "Nuclei_Shape3D_SurfaceArea").metadata[b"unit"] == b"um^2"
+    # the nuclei are the ground truth's: labels and volumes match the store
+    key = store.fields()[0]
+    lab = store.read_named(key, "labels:gt")
+    one = df[(df["Metadata_Well"] == key.well) & (df["Metadata_Site"] == key.field)]
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    assert one["Metadata_ObjectNumber"].tolist() == ids.tolist()
+    assert one["Nuclei_AreaShape_Volume"].tolist() == counts.tolist()
+    # re-run skips; unknown labels named
+    runner = CliRunner()
     assert "already done" in runner.invoke(cli, args).output
     r = runner.invoke(cli, ["profile", str(store.root), "--labels", "nope", "--out", str(out)])
     assert r.exit_code != 0 and "no labels 'nope'" in r.output
+
+
+def test_pycytominer_without_glue(profiled, tmp_path):
+    from pycytominer import aggregate, annotate, feature_select, normalize
+
+    store, out, _, expect = profiled
+    df = pd.read_parquet(out / "nuclei")
+    agg = aggregate(df, strata=["Metadata_Plate", "Metadata_Well"], features="infer",
+                    operation="median", compute_object_count=True)
+    assert dict(zip(agg["Metadata_Well"], agg["Metadata_Object_Count"])) == expect
+    wells = pd.read_parquet(out / "wells")
+    pd.testing.assert_frame_equal(agg[wells.columns].reset_index(drop=True), wells,
+                                  check_dtype=False)  # our wells table is pycytominer's
+    platemap = pd.DataFrame({"well_position": ["B03", "C04"], "treatment": ["DMSO", "drug"]})
+    ann = annotate(agg, platemap=platemap, join_on=["Metadata_well_position", "Metadata_Well"])
+    assert dict(zip(ann["Metadata_Well"], ann["Metadata_treatment"])) == {"B03": "DMSO",
+                                                                          "C04": "drug"}
+    norm = normalize(df, features="infer", method="standardize")
+    assert len(norm) == len(df)
+    assert abs(norm["Nuclei_AreaShape_Volume"].mean()) < 1e-6
+    assert norm["Nuclei_AreaShape_Volume"].std(ddof=0) == pytest.approx(1, rel=1e-6)
+    sel = feature_select(norm, features="infer",
+                         operation=["variance_threshold", "drop_na_columns",
+                                    "correlation_threshold"])
+    meta = [c for c in df.columns if c.startswith("Metadata_")]
+    assert [c for c in sel.columns if c.startswith("Metadata_")] == meta and len(sel) == len(df)
+    kept = [c for c in sel.columns if c.startswith("Nuclei_")]
+    assert 0 < len(kept) < len([c for c in df.columns if c.startswith("Nuclei_")])
+    assert "Nuclei_AreaShape_EulerNumber" not in kept  # constant (1) for solid nuclei
+
+
+def test_profile_layout_1_is_refused_with_the_command_then_replaced(profiled, tmp_path):
+    from spotlight_scale.io.profiles import read_profiles
+    from spotlight_scale.io.tables import write_table
+    from spotlight_scale.versioning import VersionError
+
+    store, _, _, expect = profiled
+    old = tmp_path / "old"
+    part = old / "Metadata_Plate=P1" / "Metadata_Well=B03" / "field-0.parquet"
+    part.parent.mkdir(parents=True)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = {b"spotlight_scale.table": b"nuclei", b"spotlight_scale.schema_version": b"1",
+            b"spotlight_scale.labels": b"gt", b"spotlight_scale.image": b"target"}
+    tab = pa.table({"Metadata_Plate": ["P1"], "Nuclei_AreaShape_Volume": [1.0]})
+    pq.write_table(tab.replace_schema_metadata(meta), part)
+    write_table(pd.DataFrame({"Metadata_Plate": ["P1"]}), old / "wells.parquet", "failures")
+    with pytest.raises(VersionError, match=r"layout version 1.*--labels gt --image target"):
+        read_profiles(old)
+    args = ["profile", str(store.root), "--labels", "gt", "--out", str(old), "--workers", "1"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "layout version 1" in r.output and "--overwrite" in r.output
+    assert part.exists()  # nothing lost without --overwrite
+    r = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert not part.exists() and not (old / "wells.parquet").exists()
+    assert len(read_profiles(old)) == sum(expect.values())

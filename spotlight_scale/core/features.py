@@ -1,171 +1,260 @@
-"""Per-nucleus 3D morphology and intensity features, in physical units.
+"""Per-nucleus 3D features: CellProfiler's measurements (through ``cp_measure``) plus mesh
+shape features that neither CellProfiler nor scikit-image computes.
 
-From a ZYX label image, an intensity image and the voxel size (um):
+From a ZYX label image, an intensity image and the voxel size (um), one row per object
+(``ObjectNumber`` = its label value), in feature groups (:data:`FEATURE_GROUPS`):
 
-- ``Volume`` (um^3): voxel count x voxel volume;
-- ``SurfaceArea`` (um^2) and ``MeshVolume`` (um^3): marching cubes (level 0.5 of
-  the object's padded binary crop, with the voxel spacing), ``mesh_surface_area``
-  and the absolute signed volume of the closed mesh;
-- ``Sphericity``: pi^(1/3) (6 V)^(2/3) / A, with the mesh volume and area (1 for a sphere);
-- ``EquivalentDiameter`` (um): diameter of the sphere of the same volume;
-- ``BoundingBoxMin/Max{Z,Y,X}`` and ``Centroid{Z,Y,X}`` (um);
-- ``MajorAxisLength``, ``MinorAxisLength``, ``IntermediateAxisLength`` (um):
-  4 sqrt(eigenvalue) of the inertia (covariance) tensor in physical coordinates,
-  i.e. the full axis lengths of the ellipsoid with the same second moments;
-- ``Elongation`` = intermediate / major, ``Flatness`` = minor / major;
-- ``Extent``: volume / bounding-box volume;
-- ``Solidity``: voxel count / voxel count of the rasterised convex hull, the same
-  number as scikit-image's ``solidity`` (same hull: the object's voxels offset by
-  +-0.5 along each axis, same inside test with tolerance 1e-10), but counted row by
-  row from each facet's bound along x instead of testing every voxel of the bounding
-  box against every facet (:func:`convex_hull_voxel_count`; 10-50x faster);
-- intensity ``Mean``, ``Std``, ``Min``, ``Max``, ``Integrated`` (sum x voxel volume),
-  ``Q25``, ``Median``, ``Q75``.
+``sizeshape`` (cp_measure ``MeasureObjectSizeShape``, 3D)
+    ``AreaShape_*``: Volume, SurfaceArea, Major/MinorAxisLength, EquivalentDiameter,
+    Extent, Solidity, EulerNumber, BoundingBoxVolume, ConvexArea, FilledArea, spatial /
+    central / normalised moments (less the normalised ones of order < 2, NaN by definition),
+    inertia tensor and its eigenvalues -- in CellProfiler's
+    units: voxels and voxel lengths (the x pixel; SurfaceArea with the relative voxel
+    spacing, as CellProfiler passes it). Positions are renamed into ``Location_``:
+    ``Location_Center_{X,Y,Z}`` (CellProfiler's ``AreaShape_Center_*``, the same value as
+    its ``Location_Center_*``) and ``Location_BoundingBox{Minimum,Maximum}_{X,Y,Z}``.
+``intensity`` (cp_measure ``MeasureObjectIntensity``)
+    ``Intensity_<F>_<image>`` (Integrated, Mean, Std, Min, Max, quartiles, MAD, MassDisplacement,
+    and the same over the object's edge) and ``Location_CenterMassIntensity_*_<image>``,
+    ``Location_MaxIntensity_*_<image>``. Quartiles and MAD with CellProfiler's own
+    percentile convention (``legacy=True``).
+``shape3d`` (ours: none of the libraries has them)
+    ``Shape3D_MeshVolume`` (um^3) and ``Shape3D_SurfaceArea`` (um^2): marching cubes at
+    level 0.5 of the object's padded binary crop with the physical voxel spacing (a closed
+    surface between object and background voxels; CellProfiler's ``SurfaceArea`` puts its
+    surface through the outer neighbours, level 0, on an unpadded crop);
+    ``Shape3D_Sphericity`` = pi^(1/3) (6 V)^(2/3) / A with that volume and area (1 for a
+    sphere); ``Shape3D_Elongation`` = sqrt(l2 / l1) and ``Shape3D_Flatness`` = sqrt(l3 / l1),
+    l1 >= l2 >= l3 the eigenvalues of the covariance of the object's voxel coordinates in
+    micrometres (the PyRadiomics definitions; independent of the voxel anisotropy).
+``texture`` (optional; cp_measure ``MeasureTexture``)
+    ``Texture_<F>_<image>_3_<direction>_256``: 13 Haralick features in 13 directions at a
+    distance of 3 voxels, image quantised to 256 grey levels over [0, 1].
+``granularity`` (optional; cp_measure ``MeasureGranularity``)
+    ``Granularity_<n>_<image>``, n = 1..16 (percent of signal removed per opening step).
 
-scikit-image's ``regionprops_table(..., spacing=...)`` provides the bounding box,
-centroid, extent, inertia eigenvalues and intensity extrema; marching
-cubes gives the surface. An empty label image returns the same columns with no rows.
+Intensities are measured on ``image / intensity_scale`` (CellProfiler loads a 16-bit image
+as value / 65535: pass 65535 to get its numbers); texture clips that to [0, 1].
+An empty label image returns the same columns with no rows.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
-SHAPE_FEATURES = ["Volume", "MeshVolume", "SurfaceArea", "Sphericity", "EquivalentDiameter",
-                  "BoundingBoxMinZ", "BoundingBoxMinY", "BoundingBoxMinX", "BoundingBoxMaxZ",
-                  "BoundingBoxMaxY", "BoundingBoxMaxX", "CentroidZ", "CentroidY", "CentroidX",
-                  "MajorAxisLength", "IntermediateAxisLength", "MinorAxisLength", "Elongation",
-                  "Flatness", "Extent", "Solidity"]
-INTENSITY_FEATURES = ["Mean", "Std", "Min", "Max", "Integrated", "Q25", "Median", "Q75"]
-FEATURE_COLUMNS = ["label"] + [f"AreaShape_{f}" for f in SHAPE_FEATURES] + [
-    f"Intensity_{f}" for f in INTENSITY_FEATURES]
+#: Feature groups, in column order; ``texture`` and ``granularity`` cost more and are opt-in.
+FEATURE_GROUPS = ("sizeshape", "intensity", "shape3d", "texture", "granularity")
+DEFAULT_GROUPS = ("sizeshape", "intensity", "shape3d")
+OBJECT_COLUMN = "ObjectNumber"
+#: Haralick texture: distance (voxels) and grey levels (CellProfiler's defaults).
+TEXTURE_SCALE, TEXTURE_LEVELS = 3, 256
+
+_POSITION = re.compile(r"^(Center|BoundingBox(Minimum|Maximum))_[XYZ]$")
+#: normalised moments of order < 2 are undefined (NaN for every object): left out
+_UNDEFINED = re.compile(r"^NormalizedMoment_(0_0_0|0_0_1|0_1_0|1_0_0)$")
 
 
-_HULL_TOL = 1e-10  # scikit-image's convex_hull_image tolerance
+def image_token(image: str) -> str:
+    """The image name used in column names: ``target``, ``signal``, ``prediction_<NAME>``
+    (CellProfiler image names are letters, digits and underscores)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", str(image))
 
 
-def convex_hull_voxel_count(obj: np.ndarray) -> int:
-    """Voxels of the grid of ``obj`` (3D bool) inside the convex hull of its voxels.
-
-    Equals ``skimage.morphology.convex_hull_image(obj).sum()``: the hull of the
-    object's voxel coordinates offset by +-0.5 along each axis, a voxel inside when
-    ``n . p + b < 1e-10`` for every facet. Per (z, y) row the facets bound x to an
-    interval; its end points are re-checked with the exact per-facet test.
-    """
-    from scipy.spatial import ConvexHull, QhullError
-
-    coords = np.argwhere(obj).astype(np.float64)
-    if len(coords) == 0:
-        return 0
-    try:
-        hull0 = ConvexHull(coords)
-        coords = hull0.points[hull0.vertices]
-    except QhullError:  # flat object: every voxel is on the hull's plane
-        pass
-    offsets = np.concatenate([np.eye(3) * 0.5, -np.eye(3) * 0.5])
-    pts = np.unique((coords[:, None, :] + offsets).reshape(-1, 3), axis=0)
-    try:
-        eq = ConvexHull(pts).equations  # (F, 4): n_z, n_y, n_x, b
-    except QhullError:
-        return int(obj.sum())
-    nz_, ny_, nx_, b = eq.T
-    zz, yy = np.meshgrid(np.arange(obj.shape[0]), np.arange(obj.shape[1]), indexing="ij")
-    rows3 = np.stack([zz.ravel(), yy.ravel(), np.ones(zz.size)], axis=1).astype(np.float64)
-    # facet f bounds x on row (z, y): n_x x < tol - n_z z - n_y y - b
-    pos, neg, zero = nx_ > 0, nx_ < 0, nx_ == 0
-
-    def bounds(sel):  # (tol - n_z z - n_y y - b) / n_x for the facets in sel, per row
-        m = np.stack([-nz_[sel], -ny_[sel], _HULL_TOL - b[sel]]) / nx_[sel]
-        return rows3 @ m
-
-    hi = bounds(pos).min(axis=1) if pos.any() else np.full(len(rows3), np.inf)
-    lo = bounds(neg).max(axis=1) if neg.any() else np.full(len(rows3), -np.inf)
-    ok = np.ones(len(rows3), bool)
-    if zero.any():
-        ok = np.all(rows3 @ np.stack([nz_[zero], ny_[zero], b[zero]]) < _HULL_TOL, axis=1)
-    x_last = obj.shape[2] - 1
-    lo_i = np.clip(np.ceil(lo - 1e-6), 0, x_last + 1).astype(np.int64)
-    hi_i = np.clip(np.floor(hi + 1e-6), -1, x_last).astype(np.int64)
-    rows = np.nonzero(ok & (lo_i <= hi_i))[0]
-    lo_r, hi_r = lo_i[rows], hi_i[rows]
-    # the 1e-6 slack may admit an end point that the exact per-facet test (the one
-    # scikit-image uses) rejects: re-test end points that lie that close to a bound
-    for ends, bound, step in ((lo_r, lo[rows], 1), (hi_r, hi[rows], -1)):
-        near = np.nonzero(np.abs(ends - bound) < 1e-5)[0]
-        if len(near):
-            p = rows3[rows[near]].copy()
-            p = np.concatenate([p[:, :2], ends[near, None].astype(np.float64)], axis=1)
-            inside = np.all(p @ eq[:, :3].T + eq[:, 3] < _HULL_TOL, axis=1)
-            ends[near[~inside]] += step
-    return int(np.clip(hi_r - lo_r + 1, 0, None).sum())
+def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
+    """Validate feature group names; returns them in :data:`FEATURE_GROUPS` order."""
+    unknown = sorted(set(groups) - set(FEATURE_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown feature group(s) {unknown}; expected some of {FEATURE_GROUPS}")
+    return tuple(g for g in FEATURE_GROUPS if g in groups)
 
 
-def _mesh(obj: np.ndarray, spacing) -> tuple[float, float]:
+def _cp_columns(group: str, raw: dict, image: str) -> dict[str, np.ndarray]:
+    """cp_measure's output keys -> CellProfiler measurement names (without the object)."""
+    out = {}
+    for name, values in raw.items():
+        if _UNDEFINED.match(name):
+            continue
+        if group == "sizeshape":
+            col = f"Location_{name}" if _POSITION.match(name) else f"AreaShape_{name}"
+        elif group == "intensity":  # Intensity_X / Location_X_Y -> ..._<image>
+            col = f"{name}_{image}"
+        elif group == "texture":  # Feature_scale_dir_levels -> Texture_Feature_<image>_...
+            feat, _, rest = name.partition("_")
+            col = f"Texture_{feat}_{image}_{rest}"
+        else:  # granularity: Granularity_n -> Granularity_n_<image>
+            col = f"{name}_{image}"
+        out[col] = np.asarray(values, dtype=np.float64)
+    return out
+
+
+def _cp_group(group: str, labels: np.ndarray, pixels: np.ndarray, rel_spacing) -> dict:
+    from cp_measure.core import (measuregranularity, measureobjectintensity,
+                                 measureobjectsizeshape, measuretexture)
+
+    # labels are already contiguous 1..N (nucleus_features relabels once for all groups)
+    if group == "sizeshape":
+        return measureobjectsizeshape.get_sizeshape(labels, pixels, spacing=rel_spacing)
+    if group == "intensity":
+        return measureobjectintensity.get_intensity(labels, pixels, legacy=True)
+    if group == "texture":
+        return measuretexture.get_texture(labels, np.clip(pixels, 0, 1), scale=TEXTURE_SCALE,
+                                          gray_levels=TEXTURE_LEVELS)
+    return measuregranularity.get_granularity(labels, pixels)
+
+
+def _shape3d(labels: np.ndarray, n: int, spacing) -> dict[str, np.ndarray]:
+    """Mesh volume/area, sphericity, elongation, flatness of objects 1..n (ours)."""
+    from scipy import ndimage as ndi
     from skimage.measure import marching_cubes, mesh_surface_area
 
-    padded = np.pad(obj.astype(np.float32), 1)
-    verts, faces, _, _ = marching_cubes(padded, 0.5, spacing=tuple(spacing))
-    area = float(mesh_surface_area(verts, faces))
-    a, b, c = (verts[faces[:, i]] for i in range(3))
-    volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
-    return area, volume
+    cols = {c: np.full(n, np.nan) for c in ("Shape3D_MeshVolume", "Shape3D_SurfaceArea",
+                                             "Shape3D_Sphericity", "Shape3D_Elongation",
+                                             "Shape3D_Flatness")}
+    sp = np.asarray(spacing, dtype=np.float64)
+    for i, sl in enumerate(ndi.find_objects(labels, max_label=n)):
+        if sl is None:
+            continue
+        obj = labels[sl] == i + 1
+        verts, faces, _, _ = marching_cubes(np.pad(obj, 1).astype(np.float32), 0.5,
+                                            spacing=tuple(sp))
+        area = float(mesh_surface_area(verts, faces))
+        a, b, c = (verts[faces[:, k]] for k in range(3))
+        # skimage orients the triangles inwards: |signed volume| of the closed surface
+        volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+        coords = np.argwhere(obj) * sp
+        ev = (np.sort(np.linalg.eigvalsh(np.cov(coords, rowvar=False)))[::-1]
+              if len(coords) > 1 else np.zeros(3))
+        ev = np.clip(ev, 0, None)
+        cols["Shape3D_MeshVolume"][i] = volume
+        cols["Shape3D_SurfaceArea"][i] = area
+        cols["Shape3D_Sphericity"][i] = (np.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
+                                         if area > 0 else np.nan)
+        if ev[0] > 0:
+            cols["Shape3D_Elongation"][i] = np.sqrt(ev[1] / ev[0])
+            cols["Shape3D_Flatness"][i] = np.sqrt(ev[2] / ev[0])
+    return cols
 
 
-def nucleus_features(labels: np.ndarray, intensity: np.ndarray, spacing) -> pd.DataFrame:
-    """One row per object of ``labels`` with the columns :data:`FEATURE_COLUMNS`."""
-    from skimage.measure import regionprops_table
+def feature_columns(groups: Sequence[str] = DEFAULT_GROUPS, image_name: str = "target"
+                    ) -> list[str]:
+    """Column names :func:`nucleus_features` returns for ``groups`` and ``image_name``.
 
-    if labels.shape != intensity.shape:
-        raise ValueError(f"labels {labels.shape} and image {intensity.shape} differ in shape")
-    spacing = tuple(float(s) for s in spacing)
+    Found by measuring one small synthetic object (cp_measure names its outputs only
+    when it computes them), so they are exactly the library's names.
+    """
+    return list(_feature_columns(check_groups(groups), image_name))
+
+
+@functools.lru_cache(maxsize=16)
+def _feature_columns(groups: tuple[str, ...], image_name: str) -> tuple[str, ...]:
+    lab = np.zeros((10, 10, 10), np.int32)
+    lab[2:8, 2:8, 3:7] = 1
+    img = np.random.default_rng(0).uniform(0.1, 0.9, lab.shape)
+    return tuple(_measure(lab, img, (1.0, 1.0, 1.0), image_name=image_name,
+                          groups=groups).columns)
+
+
+def _measure(labels, pixels, spacing, *, image_name: str, groups) -> pd.DataFrame:
+    from skimage.segmentation import relabel_sequential
+
+    ids = np.unique(labels[labels > 0]).astype(np.int64)
+    seq = relabel_sequential(labels.astype(np.int32, copy=False))[0] if len(ids) else labels
+    seq = seq.astype(np.int32, copy=False)
+    rel = tuple(float(s) / float(spacing[-1]) for s in spacing)  # CellProfiler: x pixel = 1
+    name = image_token(image_name)
+    cols = {OBJECT_COLUMN: ids}
+    for group in groups:
+        if group == "shape3d":
+            cols.update(_shape3d(seq, len(ids), spacing))
+        else:
+            cols.update(_cp_columns(group, _cp_group(group, seq, pixels, rel), name))
+    return pd.DataFrame(cols)
+
+
+def nucleus_features(labels: np.ndarray, image: np.ndarray, spacing, *, image_name: str = "target",
+                     groups: Sequence[str] = DEFAULT_GROUPS,
+                     intensity_scale: float = 1.0) -> pd.DataFrame:
+    """One row per object of ``labels``: ``ObjectNumber`` then the features of ``groups``.
+
+    Parameters
+    ----------
+    labels : ndarray (Z, Y, X) of int
+        Nuclei labels (0 = background); label values need not be contiguous.
+    image : ndarray (Z, Y, X)
+        Intensity image, same shape.
+    spacing : (z, y, x) float
+        Voxel size in micrometres.
+    image_name : str
+        Image named in intensity, texture and granularity columns (:func:`image_token`).
+    groups : sequence of str
+        Feature groups (:data:`FEATURE_GROUPS`).
+    intensity_scale : float
+        Intensities are measured on ``image / intensity_scale`` (65535 for 16-bit images
+        gives CellProfiler's values).
+
+    Returns
+    -------
+    DataFrame
+        ``ObjectNumber`` (int64, the label value, ascending) and float64 features, the
+        columns of :func:`feature_columns` (also with no rows for an empty label image).
+    """
+    groups = check_groups(groups)
+    if labels.shape != image.shape:
+        raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
+    if len(spacing) != 3 or min(float(s) for s in spacing) <= 0:
+        raise ValueError(f"spacing must be 3 positive voxel sizes (um), got {spacing}")
+    if not intensity_scale > 0:
+        raise ValueError(f"intensity_scale must be > 0, got {intensity_scale}")
+    columns = feature_columns(groups, image_name)
     if not labels.any():
-        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == "label" else np.float64)
-                             for c in FEATURE_COLUMNS})
-    props = regionprops_table(
-        labels.astype(np.int32), intensity_image=intensity.astype(np.float32), spacing=spacing,
-        properties=("label", "area", "bbox", "centroid", "extent",
-                    "inertia_tensor_eigvals", "image", "intensity_min", "intensity_max"))
-    vox = float(np.prod(spacing))
-    rows = []
-    flat_lab = labels.ravel()
-    order = np.argsort(flat_lab, kind="stable")
-    sorted_lab = flat_lab[order]
-    vals = intensity.ravel()[order].astype(np.float64)
-    bounds = np.searchsorted(sorted_lab, props["label"]), np.searchsorted(sorted_lab,
-                                                                          props["label"],
-                                                                          side="right")
-    for i, lab in enumerate(props["label"]):
-        v = vals[bounds[0][i]:bounds[1][i]]
-        volume = v.size * vox
-        area, mesh_vol = _mesh(props["image"][i], spacing)
-        eig = np.sort([props[f"inertia_tensor_eigvals-{k}"][i] for k in range(3)])[::-1]
-        # inertia eigenvalues -> covariance eigenvalues of the object's coordinates
-        s = eig.sum() / 2.0
-        cov = np.clip([s - e for e in eig], 0, None)  # ascending for descending inertia
-        axes = np.sort(4 * np.sqrt(cov))[::-1]
-        major, inter, minor = axes
-        bbox = [props[f"bbox-{k}"][i] for k in range(6)]
-        rows.append({
-            "label": int(lab), "AreaShape_Volume": volume, "AreaShape_MeshVolume": mesh_vol,
-            "AreaShape_SurfaceArea": area,
-            "AreaShape_Sphericity": (np.pi ** (1 / 3) * (6 * mesh_vol) ** (2 / 3)) / area
-            if area > 0 else np.nan,
-            "AreaShape_EquivalentDiameter": (6 * volume / np.pi) ** (1 / 3),
-            **{f"AreaShape_BoundingBoxMin{a}": bbox[k] * spacing[k] for k, a in enumerate("ZYX")},
-            **{f"AreaShape_BoundingBoxMax{a}": bbox[k + 3] * spacing[k]
-               for k, a in enumerate("ZYX")},
-            **{f"AreaShape_Centroid{a}": float(props[f"centroid-{k}"][i])
-               for k, a in enumerate("ZYX")},
-            "AreaShape_MajorAxisLength": major, "AreaShape_IntermediateAxisLength": inter,
-            "AreaShape_MinorAxisLength": minor,
-            "AreaShape_Elongation": inter / major if major > 0 else np.nan,
-            "AreaShape_Flatness": minor / major if major > 0 else np.nan,
-            "AreaShape_Extent": float(props["extent"][i]),
-            "AreaShape_Solidity": v.size / max(convex_hull_voxel_count(props["image"][i]), 1),
-            "Intensity_Mean": v.mean(), "Intensity_Std": v.std(), "Intensity_Min": v.min(),
-            "Intensity_Max": v.max(), "Intensity_Integrated": v.sum() * vox,
-            "Intensity_Q25": np.quantile(v, 0.25), "Intensity_Median": np.quantile(v, 0.5),
-            "Intensity_Q75": np.quantile(v, 0.75),
-        })
-    return pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+        return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == OBJECT_COLUMN else np.float64)
+                             for c in columns})
+    pixels = image.astype(np.float32) / np.float32(intensity_scale)
+    df = _measure(labels, pixels, tuple(float(s) for s in spacing), image_name=image_name,
+                  groups=groups)
+    return df[columns]
+
+
+#: (pattern, unit, description) for every column, first match wins.
+_UNITS = [
+    (r"^ObjectNumber$", "1", "label value of the nucleus in the labels image"),
+    (r"^Location_(Center|BoundingBox(Minimum|Maximum))_[XYZ]$", "voxel",
+     "position in voxel index coordinates of the field (X = last axis)"),
+    (r"^Location_", "voxel", "position of an intensity landmark, voxel coordinates"),
+    (r"^AreaShape_(Volume|BoundingBoxVolume|ConvexArea|FilledArea)$", "voxel^3",
+     "voxel count"),
+    (r"^AreaShape_SurfaceArea$", "pixel^2",
+     "marching-cubes area (level 0, x pixel = 1, relative z spacing), CellProfiler's"),
+    (r"^AreaShape_(Major|Minor)AxisLength$|^AreaShape_EquivalentDiameter$", "pixel",
+     "length in voxels (x pixel)"),
+    (r"^AreaShape_(Extent|Solidity|EulerNumber)$|^AreaShape_NormalizedMoment_", "1",
+     "dimensionless"),
+    (r"^AreaShape_InertiaTensor", "pixel^2", "second moment of the voxel coordinates"),
+    (r"^AreaShape_(Spatial|Central)Moment_", "pixel^(i+j+k)",
+     "moment of order i, j, k (sum over the voxels, coordinates in the bounding box)"),
+    (r"^Intensity_IntegratedIntensity", "intensity*voxel",
+     "sum of scaled intensities (CellProfiler's IntegratedIntensity)"),
+    (r"^Intensity_MassDisplacement", "pixel",
+     "distance between the centres of mass of shape and intensity"),
+    (r"^Intensity_", "intensity", "image / intensity_scale (0-1 for integer images)"),
+    (r"^Shape3D_MeshVolume$", "um^3", "volume enclosed by the marching-cubes mesh"),
+    (r"^Shape3D_SurfaceArea$", "um^2", "marching-cubes area (level 0.5, padded crop)"),
+    (r"^Shape3D_", "1", "dimensionless shape ratio"),
+    (r"^Texture_", "1", "Haralick feature (256 grey levels, distance 3 voxels)"),
+    (r"^Granularity_", "percent", "signal removed at this opening step"),
+]
+
+
+def feature_unit(column: str) -> tuple[str, str]:
+    """``(unit, description)`` of a :func:`nucleus_features` column (any object prefix)."""
+    name = re.sub(r"^[A-Z][A-Za-z]*_(?=(AreaShape|Intensity|Location|Shape3D|Texture|"
+                  r"Granularity)_)", "", column)
+    for pattern, unit, text in _UNITS:
+        if re.search(pattern, name):
+            return unit, text
+    raise KeyError(f"no unit known for column {column!r}")

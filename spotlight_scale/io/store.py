@@ -9,10 +9,12 @@ Layout (``STORE_LAYOUT_VERSION`` = 1)::
         <ROW>/<COL>/<FIELD>/                 one field: CZYX image, channels "signal","target"
           s0, s1, ...                        pyramid; every level halves z, y and x
           labels/gt                          ground-truth nuclei (NGFF labels)
-          labels/<NAME>                      labels written by `segment --name NAME`
+          labels/<NAME>                      labels written by `segment --name NAME` (of
+                                             target or signal)
           zarr attrs "spotlight_scale"       field metadata + per-channel statistics
       predictions/<NAME>/<PLATE>.zarr/       `predict --name NAME`: an HCS plate with the same
         <ROW>/<COL>/<FIELD>/                 rows/cols/fields, one channel "prediction" (CZYX, C=1)
+          labels/<NAME>                      labels `segment --image prediction:NAME` wrote
       tables/fields.parquet                  one row per ingested field (keys + statistics)
       tables/failures.parquet                rows that failed with `ingest --on-error skip`
       index/patches/<PLATE>/<WELL>_<FIELD>.parquet
@@ -274,20 +276,47 @@ class Store:
                                  f"run `spotlight-scale predict ... --name {name}`")
             return np.asarray(self.image(key, level, prediction=name)[(0, *region)])
         if kind == "labels" and name:
-            grp = self.open_field(key)
-            if "labels" not in grp or name not in grp["labels"]:
+            grp = self.labels_group(key, name)
+            if grp is None:
                 raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
-            return np.asarray(grp["labels"][name][f"s{level}"][region])
+            return np.asarray(grp[f"s{level}"][region])
         raise ValueError(
             f"unknown image {image!r}: expected signal, target, prediction:NAME or labels:NAME"
         )
 
     def labels_names(self, key: FieldKey) -> list[str]:
+        """Labels images listed in the raw field (``gt`` and labels of target or signal)."""
         grp = self.open_field(key)
         if "labels" not in grp:
             return []
         return list(grp["labels"].attrs.asdict().get("ome", grp["labels"].attrs.asdict())
                     .get("labels", []))
+
+    def labels_prediction(self, key: FieldKey, name: str) -> str | None:
+        """The prediction whose field holds labels ``name`` of ``key``; None: the raw field.
+
+        ``segment`` stores the labels of ``prediction:P`` in P's field (so that opening
+        the prediction shows its segmentation) and all other labels in the raw field; its
+        marker records the image it segmented.
+        """
+        done = self.is_done("segment", key, name=name) or {}
+        kind, _, pred = str(done.get("image", "")).partition(":")
+        return pred if kind == "prediction" and pred else None
+
+    def labels_group(self, key: FieldKey, name: str):
+        """The zarr group of labels ``name`` of ``key``, or None. Looked for beside the image
+        they segment, then in the raw field (where stores written before kept every labels
+        image)."""
+        import zarr
+
+        for pred in dict.fromkeys([self.labels_prediction(key, name), None]):
+            path = self.field_url(key, pred) / "labels" / name
+            if path.exists():
+                return zarr.open_group(str(path), mode="r", zarr_format=self.zarr_format)
+        return None
+
+    def has_labels(self, key: FieldKey, name: str) -> bool:
+        return self.labels_group(key, name) is not None
 
     # ------------------------------------------------------------------ tables
     def table_path(self, name: str) -> Path:

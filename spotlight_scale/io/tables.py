@@ -52,18 +52,20 @@ def table_metadata(path: str | Path) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"spotlight_scale.")}
 
 
-def write_table(df: pd.DataFrame, path: str | Path, table: str, **extra) -> None:
-    """Write ``df`` atomically as Parquet with the table's schema version."""
-    tab = pa.Table.from_pandas(df, preserve_index=False)
+def write_table(df: pd.DataFrame, path: str | Path, table: str, *, schema: pa.Schema | None = None,
+                **extra) -> None:
+    """Write ``df`` atomically as Parquet with the table's schema version (and ``schema``'s
+    column types and field metadata, when given)."""
+    tab = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     meta = dict(tab.schema.metadata or {})
     meta.update(parquet_metadata(table, **extra))
     tab = tab.replace_schema_metadata(meta)
     atomic_write(Path(path), lambda p: pq.write_table(tab, p))
 
 
-def read_table(path: str | Path, table: str) -> pd.DataFrame:
-    """Read a table, checking its name and schema version (older versions with a reader in
-    :data:`UPGRADES` are converted to the current one)."""
+def _renames(path, table: str) -> dict | None:
+    """Check a file's table name and schema version; the renames that upgrade an older
+    version with a reader (None: current version)."""
     meta = table_metadata(path)
     found = meta.get("spotlight_scale.table")
     if found != table:
@@ -72,12 +74,30 @@ def read_table(path: str | Path, table: str) -> pd.DataFrame:
     renames = UPGRADES.get((table, int(version))) if str(version).isdigit() else None
     if renames is None:
         check_version(f"'{table}' table schema", version, TABLE_SCHEMAS[table], str(path))
-    df = pq.read_table(path).to_pandas()
-    if renames is not None:
+    else:
         log.info("%s: '%s' table schema version %s read as version %d", path, table, version,
                  TABLE_SCHEMAS[table])
-        df = df.rename(columns=renames)
-    return df
+    return renames
+
+
+def read_table(path: str | Path, table: str) -> pd.DataFrame:
+    """Read a table, checking its name and schema version (older versions with a reader in
+    :data:`UPGRADES` are converted to the current one)."""
+    renames = _renames(path, table)
+    df = pq.read_table(path).to_pandas()
+    return df.rename(columns=renames) if renames else df
+
+
+def read_tables(paths, table: str) -> pd.DataFrame:
+    """Concatenate the rows of several files of one table (each checked as by
+    :func:`read_table`), converting to pandas once."""
+    parts = []
+    for path in paths:
+        renames = _renames(path, table)
+        tab = pq.read_table(path)
+        parts.append(tab.rename_columns([renames.get(c, c) for c in tab.column_names])
+                     if renames else tab)
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
 
 
 def write_patch_index(path: str | Path, origins: np.ndarray, fg_fraction: np.ndarray, *,

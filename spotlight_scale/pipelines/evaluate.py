@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..io.store import FieldKey, Store, StoreError, canonical_well, check_name
-from ..io.tables import SITE, key_columns
+from ..io.tables import OBJECT, PLATE, SITE, WELL, key_columns
 
 log = logging.getLogger(__name__)
 
@@ -356,33 +356,29 @@ def _feature_columns(a, b) -> list[str]:
 
 
 def read_profiles(path: str | Path, fields: Sequence[str]):
-    """Nucleus profiles of ``path`` (a ``profile`` dataset) restricted to ``fields``.
+    """Nucleus profiles of ``path`` (a ``profile`` directory) restricted to ``fields``.
 
-    Keys normalised to ``Metadata_Plate`` (str), ``Metadata_Well`` (canonical),
-    ``Metadata_Field`` and ``Metadata_Label`` (int).
+    Keys as every table names them (``Metadata_Plate``, ``Metadata_Well`` canonical,
+    ``Metadata_Site``, ``Metadata_ObjectNumber``); the image name is dropped from the
+    feature columns (:func:`spotlight_scale.io.profiles.generic_columns`) so that target and
+    prediction profiles share column names.
     """
-    import pandas as pd
+    from ..io import profiles as io_profiles
 
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no profiles; run `spotlight-scale profile ... --out {path}`")
-    try:
-        from ..io import profiles as io_profiles  # the profile stage's reader, when present
-
-        df = io_profiles.read_profiles(path)
-    except (ImportError, AttributeError):
-        df = pd.read_parquet(path)
-    need = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_Label"]
-    missing = [c for c in need if c not in df.columns]
+    df = io_profiles.read_profiles(path, [FieldKey.from_id(f) for f in fields])
+    missing = [c for c in io_profiles.KEYS if c not in df.columns]
     if missing:
         raise StoreError(f"{path}: profile table lacks key columns {missing}")
-    df = df.copy()
-    df["Metadata_Plate"] = df["Metadata_Plate"].astype(str)
-    df["Metadata_Well"] = df["Metadata_Well"].astype(str).map(canonical_well)
-    df["Metadata_Field"] = df["Metadata_Field"].astype(int)
-    df["Metadata_Label"] = df["Metadata_Label"].astype(int)
-    ids = (df["Metadata_Plate"] + "/" + df["Metadata_Well"] + "/"
-           + df["Metadata_Field"].astype(str))
+    image = io_profiles.image_name(path)
+    df = df.rename(columns=io_profiles.generic_columns(df.columns, image)) if image else df.copy()
+    df[PLATE] = df[PLATE].astype(str)
+    df[WELL] = df[WELL].astype(str).map(canonical_well)
+    df[SITE] = df[SITE].astype(int)
+    df[OBJECT] = df[OBJECT].astype(int)
+    ids = df[PLATE] + "/" + df[WELL] + "/" + df[SITE].astype(str)
     return df[ids.isin(set(fields))].reset_index(drop=True)
 
 
@@ -415,7 +411,7 @@ def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequ
         return {}, [], feats
     T = target_profiles[feats].to_numpy(np.float64)
     lo, hi = np.nanmin(T, axis=0), np.nanmax(T, axis=0)
-    keys = ["Metadata_Plate", "Metadata_Well", "Metadata_Field", "Metadata_Label"]
+    keys = [PLATE, WELL, SITE, OBJECT]
     ts = target_profiles[keys].copy()
     ps = pred_profiles[keys].copy()
     ts[feats] = minmax_scale(T, lo, hi)
@@ -435,8 +431,8 @@ def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequ
                              pidx.loc[[pb[j] for j in ok], feats].to_numpy())
         per_field[fid] = (len(ok), float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"))
     per_well = []
-    for (plate, well), tg in ts.groupby(["Metadata_Plate", "Metadata_Well"], sort=True):
-        pg = ps[(ps["Metadata_Plate"] == plate) & (ps["Metadata_Well"] == well)]
+    for (plate, well), tg in ts.groupby([PLATE, WELL], sort=True):
+        pg = ps[(ps[PLATE] == plate) & (ps[WELL] == well)]
         dist = (cosine_distance(np.nanmedian(tg[feats].to_numpy(), axis=0),
                                 np.nanmedian(pg[feats].to_numpy(), axis=0))
                 if len(pg) else float("nan"))
