@@ -99,8 +99,11 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
     if mask is not None:
         if mask.shape != signal.shape:
             raise ValueError(f"field {key}: mask {mask.shape} and images {signal.shape} differ")
+        from ..core.features import label_properties
+
         write_labels_zyx(group, "gt", build_pyramid(mask, len(levels), labels=True),
-                         voxel_size=voxel_size, chunks_zyx=chunks, fmt=fmt)
+                         voxel_size=voxel_size, chunks_zyx=chunks, fmt=fmt,
+                         properties=label_properties(mask, target, voxel_size))
     group.attrs[ATTRS_KEY] = {
         "layout_version": STORE_LAYOUT_VERSION,
         "plate": key.plate, "well": key.well, "field": key.field, "split": split,

@@ -189,26 +189,64 @@ def write_image_czyx(group, levels: Sequence[np.ndarray], *, voxel_size, channel
         arr[...] = np.asarray(level)
 
 
+def label_colors(values) -> list[dict]:
+    """NGFF ``colors`` for label ``values``: a fixed, well-spread hue per value (golden-ratio
+    steps, so neighbouring labels differ), opaque; background 0 is left to the viewer."""
+    import colorsys
+
+    out = []
+    for v in values:
+        if int(v) == 0:
+            continue
+        r, g, b = colorsys.hsv_to_rgb((int(v) * 0.618033988749895) % 1.0, 0.75, 1.0)
+        out.append({"label-value": int(v), "rgba": [round(255 * r), round(255 * g),
+                                                    round(255 * b), 255]})
+    return out
+
+
 def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, voxel_size,
-                     chunks_zyx, fmt) -> None:
+                     chunks_zyx, fmt, properties: Sequence[dict] | None = None) -> None:
     """Write ZYX labels as NGFF ``labels/<name>`` of ``image_group`` (replacing one of that name).
 
     Arrays are written with zarr directly, the ``multiscales`` and ``image-label``
-    metadata through ome-zarr-py (see :func:`create_image_czyx`).
+    metadata through ome-zarr-py (see :func:`create_image_czyx`). ``image-label`` names
+    its ``source.image`` (the image group, ``../../``), a color per label value
+    (:func:`label_colors`) and ``properties``: one dict per label value with
+    ``label-value`` and a few per-nucleus features that viewers show (napari does).
     """
     from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
-    if "labels" in image_group and name in image_group["labels"]:
-        del image_group["labels"][name]
+    delete_labels(image_group, name)
     group = image_group.require_group("labels").require_group(name)
     shapes = [tuple(lv.shape) for lv in levels]
     arrays = _create_levels(group, shapes, levels[0].dtype, (), chunks_zyx, fmt)
     for arr, level in zip(arrays, levels):
         arr[...] = np.asarray(level)
+    if properties is not None:
+        values = [p["label-value"] for p in properties]
+    else:
+        values = np.unique(np.asarray(levels[0])).tolist()
     write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(levels), False),
                                fmt=fmt, axes=_axes(False), name=name)
-    write_label_metadata(image_group["labels"], name, fmt=fmt)
+    write_label_metadata(image_group["labels"], name, fmt=fmt, colors=label_colors(values),
+                         properties=list(properties) if properties is not None else None,
+                         source={"image": "../../"})
     _fix_labels_group(image_group["labels"], fmt)
+
+
+def delete_labels(image_group, name: str) -> None:
+    """Remove ``labels/<name>`` of ``image_group`` and its entry in the labels list."""
+    if "labels" not in image_group or name not in image_group["labels"]:
+        return
+    labels = image_group["labels"]
+    del labels[name]
+    attrs = labels.attrs.asdict()
+    if "ome" in attrs:
+        ome = dict(attrs["ome"])
+        ome["labels"] = [n for n in ome.get("labels", []) if n != name]
+        labels.attrs["ome"] = ome
+    else:
+        labels.attrs["labels"] = [n for n in attrs.get("labels", []) if n != name]
 
 
 def _fix_labels_group(labels_group, fmt) -> None:

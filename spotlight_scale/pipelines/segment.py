@@ -2,8 +2,10 @@
 
 Reads ``target``, ``signal`` or ``prediction:NAME`` of each field, segments it
 (watershed recipe, or Cellpose with a user-supplied model) and writes NGFF
-labels ``labels/<NAME>`` into the raw field, then the ``segment`` marker (with
-a settings fingerprint) last. Fields larger than ``max_voxels`` are segmented
+labels ``labels/<NAME>`` beside that image (into the raw field for target or signal,
+into the prediction's field for ``prediction:NAME``, so that opening either shows its
+segmentation), with colors and per-nucleus properties, then the ``segment`` marker
+(with a settings fingerprint) last. Fields larger than ``max_voxels`` are segmented
 in overlapping blocks and stitched (:mod:`spotlight_scale.chunked.labels`).
 """
 
@@ -47,8 +49,9 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
                   max_voxels: int, chunk_overlap: int = 32) -> dict[str, Any]:
     """Segment one field and write its labels (runs on a worker)."""
     from ..chunked.labels import segment_chunked
+    from ..core.features import label_properties
     from ..io.fields import build_pyramid
-    from ..io.omezarr import write_labels_zyx
+    from ..io.omezarr import delete_labels, write_labels_zyx
 
     store = Store(store_root)
     data = store.read_named(key, image)
@@ -61,11 +64,18 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
         labels = run(data)
     labels = labels.astype(np.uint32)
     raw = store.image(key)
-    n_levels = len([k for k in store.open_field(key).array_keys() if k.startswith("s")])
-    write_labels_zyx(store.open_field(key, mode="a"), name,
-                     build_pyramid(labels, n_levels, labels=True),
+    # labels go beside the image they segment, with as many levels: a prediction's into its
+    # field, where opening the prediction shows them (an older copy in the raw field is removed)
+    kind, _, pname = image.partition(":")
+    prediction = pname if kind == "prediction" else None
+    if prediction is not None:
+        delete_labels(store.open_field(key, mode="a"), name)
+    dest = store.open_field(key, prediction=prediction, mode="a")
+    n_levels = len([k for k in dest.array_keys() if k.startswith("s")])
+    write_labels_zyx(dest, name, build_pyramid(labels, n_levels, labels=True),
                      voxel_size=store.voxel_size(key), chunks_zyx=tuple(raw.chunks[1:]),
-                     fmt=store.ngff_format())
+                     fmt=store.ngff_format(),
+                     properties=label_properties(labels, data, store.voxel_size(key)))
     n = int(np.unique(labels[labels > 0]).size)
     store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
                                      "n_objects": n}, name=name)
@@ -108,6 +118,9 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
     todo, skipped = [], 0
     for key in keys:
         done = store.is_done("segment", key, name=name)
+        if done and not store.has_labels(key, name):  # labels gone (their prediction re-made)
+            store.clear_done("segment", key, name=name)
+            done = None
         if done and done.get("fingerprint") == fp and not overwrite:
             skipped += 1
             continue
@@ -116,6 +129,11 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                              f"({done.get('image')}, {done.get('method')}); use --overwrite or "
                              "another --name")
         if done:
+            old = store.labels_prediction(key, name)  # labels of another prediction: drop them
+            if old is not None and old != (pname if kind == "prediction" else None):
+                from ..io.omezarr import delete_labels
+
+                delete_labels(store.open_field(key, prediction=old, mode="a"), name)
             store.clear_done("segment", key, name=name)
         todo.append(key)
     objects = 0
