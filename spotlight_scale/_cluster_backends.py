@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+from .errors import SetupError
+
 
 @dataclass
 class SlurmProfile:
@@ -38,7 +40,7 @@ def open_cluster(kind: str, *, workers: int | None = None, cluster_config=None):
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
-            raise RuntimeError("--cluster cuda needs dask-cuda: pip install "
+            raise SetupError("--cluster cuda needs dask-cuda: pip install "
                                "'spotlight-scale[gpu-cu12]' (or gpu-cu13)") from None
         from .cluster import worker_environ
 
@@ -46,7 +48,7 @@ def open_cluster(kind: str, *, workers: int | None = None, cluster_config=None):
             with worker_environ():
                 cluster = LocalCUDACluster(n_workers=workers, dashboard_address=None)
         except Exception as exc:  # NVMLError_LibraryNotFound etc. on machines without GPUs
-            raise RuntimeError(f"--cluster cuda: no usable GPU on this machine "
+            raise SetupError(f"--cluster cuda: no usable GPU on this machine "
                                f"({type(exc).__name__}: {exc})") from None
         with cluster:
             yield cluster

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SetupError
+
 log = logging.getLogger(__name__)
 
 
@@ -61,7 +63,7 @@ def to_device(x: np.ndarray, device: str = "auto"):
         return x
     if device in ("cuda", "auto"):
         if not gpu_available():
-            raise RuntimeError("device 'cuda' requested but no CUDA GPU is visible (cupy)")
+            raise SetupError("device 'cuda' requested but no CUDA GPU is visible (cupy)")
         return importlib.import_module("cupy").asarray(x)
     raise ValueError(f"unknown device {device!r}; expected cpu, cuda or auto")
 
@@ -80,7 +82,7 @@ def torch_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch sees no CUDA GPU")
+        raise SetupError("--device cuda requested but torch sees no CUDA GPU")
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; expected cpu, cuda or auto")
     return device

@@ -56,6 +56,29 @@ def worker_environ() -> Iterator[None]:
                 os.environ[k] = v
 
 
+class _DropComputeFailed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+def _quiet_task_errors(client) -> None:
+    from distributed import WorkerPlugin
+
+    class QuietTaskErrors(WorkerPlugin):
+        """Worker plugin: a failed task is reported once, by the stage, naming its field
+        (:mod:`spotlight_scale.pipelines.fieldrun`), not also as the worker's "Compute
+        Failed" log with a traceback on the user's terminal. Installed on the workers we
+        start unless debug logging is on."""
+
+        name = "spotlight-quiet-task-errors"
+
+        def setup(self, worker) -> None:
+            logging.getLogger("distributed.worker").addFilter(_DropComputeFailed())
+
+    if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
+        client.register_plugin(QuietTaskErrors())
+
+
 def default_workers() -> int:
     """Workers for an embedded LocalCluster: one per core, at least one."""
     return max(1, os.cpu_count() or 1)
@@ -91,6 +114,7 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
                               memory_limit=memory_limit)
         with lc, Client(lc) as client:
             log.info("local Dask cluster: %d workers x %d threads", n, threads_per_worker)
+            _quiet_task_errors(client)
             yield client
         return
     if cluster in ("slurm", "cuda"):
@@ -99,6 +123,7 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
         with _cluster_backends.open_cluster(cluster, workers=workers,
                                             cluster_config=cluster_config) as cl, \
                 Client(cl) as client:
+            _quiet_task_errors(client)
             yield client
         return
     if "://" in cluster or ":" in cluster:

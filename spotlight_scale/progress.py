@@ -12,6 +12,13 @@ import time
 
 log = logging.getLogger("spotlight_scale.progress")
 
+_QUIET = {"on": False}
+
+
+def set_quiet(on: bool) -> None:
+    """Silence the progress lines of every :class:`Progress` (``--quiet``)."""
+    _QUIET["on"] = bool(on)
+
 
 def _fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds == float("inf"):
@@ -74,29 +81,12 @@ class Progress:
             log.info(text)
         else:
             log.debug(text)
-        if self.stream is not None:
+        if self.stream is not None and not _QUIET["on"]:
             end = "\r" if getattr(self.stream, "isatty", lambda: False)() and self.done < self.total else "\n"
             print(text, file=self.stream, end=end, flush=True)
 
     def close(self) -> None:
-        if self.stream is not None and getattr(self.stream, "isatty", lambda: False)():
+        if (self.stream is not None and not _QUIET["on"]
+                and getattr(self.stream, "isatty", lambda: False)()):
             print(file=self.stream)
 
-
-def sum_as_completed(futures, progress: Progress, count: str, noun: str) -> int:
-    """Wait for Dask ``futures`` of per-field tasks, summing ``result[count]``.
-
-    Each finished field advances ``progress`` with the running total as
-    ``"<total> <noun>"``; the bar is closed whatever happens. A failed task
-    raises its exception here.
-    """
-    from distributed import as_completed
-
-    total = 0
-    try:
-        for fut in as_completed(futures):
-            total += fut.result()[count]
-            progress.update(1, extra=f"{total} {noun}")
-    finally:
-        progress.close()
-    return total

@@ -11,12 +11,14 @@ from . import __version__
 
 #: Layout of a spotlight-scale store (directory structure, field attributes,
 #: completion markers, patch index). Bumped on any incompatible change.
-STORE_LAYOUT_VERSION = 1
+#: 2: every chunk written (absent = lost), content fingerprints and input stamps in markers.
+STORE_LAYOUT_VERSION = 2
 
 #: Parquet table schemas, by table name.
 TABLE_SCHEMAS = {
     "fields": 2,  # one row per field: keys + per-channel statistics (2: Metadata_ keys)
     "failures": 1,  # ingest rows that failed with --on-error skip
+    "field_failures": 1,  # fields that failed in predict/segment/profile with --on-error skip
     "patches": 1,  # foreground patch index, one file per field
     "nuclei": 1,  # per-nucleus profiles
     "wells": 1,  # per-well aggregated profiles
@@ -31,7 +33,7 @@ class VersionError(RuntimeError):
     """An artefact was written by an unknown (newer or older) layout."""
 
 
-def check_version(what: str, found, expected: int, where: str) -> None:
+def check_version(what: str, found, expected: int, where: str, hint: str = "") -> None:
     """Raise :class:`VersionError` unless ``found == expected``.
 
     Parameters
@@ -44,15 +46,23 @@ def check_version(what: str, found, expected: int, where: str) -> None:
         Version this build understands.
     where : str
         Path of the artefact, for the message.
+    hint : str
+        What to do about an older version (appended to the message).
     """
     if found is None:
         raise VersionError(
             f"{where}: no {what} version found; was it written by spotlight-scale?"
         )
+    try:
+        older = int(found) < int(expected)
+    except (TypeError, ValueError):
+        raise VersionError(f"{where}: {what} version {found!r} is not a version number") from None
     if int(found) != int(expected):
+        todo = (f"; {hint}" if hint and older else
+                "; it was written by a newer spotlight-scale: upgrade" if not older else "")
         raise VersionError(
             f"{where}: {what} version {found} is not supported by spotlight-scale "
-            f"{__version__} (expects {expected})"
+            f"{__version__} (expects {expected}){todo}"
         )
 
 

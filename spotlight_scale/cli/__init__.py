@@ -2,7 +2,9 @@
 
 Each command lives in its own module and is a thin call into one pipeline
 function. Commands load lazily so ``spotlight-scale --help`` does not import
-torch or dask.
+torch or dask. Expected failures become one ``Error:`` line
+(:mod:`spotlight_scale.cli.errors`); ``-v``/``-q`` work before or after the
+command name.
 """
 
 from __future__ import annotations
@@ -29,8 +31,59 @@ COMMANDS = {
 }
 
 
+_VERBOSITY = {"verbose": 0, "quiet": False}
+
+
+def _configure_logging() -> None:
+    from ..progress import set_quiet
+
+    verbose, quiet = _VERBOSITY["verbose"], _VERBOSITY["quiet"]
+    logging.basicConfig(level=logging.DEBUG if verbose >= 3 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if quiet:
+        logging.getLogger().setLevel(logging.ERROR)
+    ours = (logging.ERROR if quiet else logging.WARNING if verbose == 0 else
+            logging.INFO if verbose == 1 else logging.DEBUG)
+    logging.getLogger("spotlight_scale").setLevel(ours)
+    set_quiet(quiet)
+
+
+def _count_verbose(ctx, param, value):
+    if value:
+        _VERBOSITY["verbose"] += value
+        _configure_logging()
+
+
+def _set_quiet(ctx, param, value):
+    if value:
+        _VERBOSITY["quiet"] = True
+        _configure_logging()
+
+
+def verbosity_options(f):
+    """``-v``/``--verbose`` (repeatable) and ``-q``/``--quiet``, accepted by the group and
+    by every command, before or after its name."""
+    f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                     help="Only errors: no progress lines, no warnings.")(f)
+    f = click.option("-v", "--verbose", count=True, expose_value=False,
+                     callback=_count_verbose,
+                     help="More log output: -v info, -vv debug, -vvv debug for Dask too.")(f)
+    return f
+
+
 class LazyGroup(click.Group):
-    """A click group whose subcommands are imported on first use."""
+    """A click group whose subcommands are imported on first use; each one gets the
+    verbosity options and runs inside :func:`~spotlight_scale.cli.errors.user_errors`."""
+
+    def parse_args(self, ctx, args):
+        _VERBOSITY.update(verbose=0, quiet=False)  # one invocation's flags (tests run many)
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx):
+        from .errors import user_errors
+
+        with user_errors():
+            return super().invoke(ctx)
 
     def list_commands(self, ctx):
         import importlib.util
@@ -43,7 +96,10 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        cmd = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+        if not any(p.name == "quiet" for p in cmd.params):
+            verbosity_options(cmd)  # appends to cmd.params once per process
+        return cmd
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
@@ -54,17 +110,14 @@ Examples:
   spotlight-scale train demo/store.ome demo/runs/spotlight --loss spotlight
   spotlight-scale <command> --help""")
 @click.version_option(__version__, prog_name="spotlight-scale")
-@click.option("-v", "--verbose", count=True, help="More log output: -v info, -vv debug, -vvv debug for Dask too.")
-def cli(verbose: int) -> None:
+@verbosity_options
+def cli() -> None:
     """Foreground-aware virtual staining (Spotlight) for high-content screens.
 
     Stages read what the previous stage wrote into one store:
     synth -> ingest -> train -> predict -> segment -> profile -> evaluate.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose >= 3 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ours = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.getLogger("spotlight_scale").setLevel(ours)
+    _configure_logging()
 
 
 def main() -> None:  # console-script entry point

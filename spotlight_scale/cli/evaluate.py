@@ -56,21 +56,18 @@ def evaluate(store, predictions, gt_labels, labels, target_labels, profiles, spl
     """Score predictions against the target: PSNR/SSIM/MicroMS3IM/FRC (whole field and
     foreground), segmentation AP vs ground truth, and feature cosine distances; write
     metrics.parquet, summary.json and report.md with figures to REPORT_DIR."""
-    from ..io.store import Store, StoreError
+    from ..io.store import Store
     from ..pipelines.evaluate import evaluate as run, parse_mapping
 
     out = out or Path(store) / "reports" / "evaluate"
-    try:
-        st = Store(store)
-        summary = run(
-            st, list(predictions), out=out, gt_labels=gt_labels,
-            labels=parse_mapping(labels, "labels", list(predictions)),
-            target_labels=target_labels, profiles=list(profiles) or None, split=split,
-            bin_delta=bin_delta, sweep=sweep, cluster=cluster, workers=workers,
-            cluster_config=str(cluster_config) if cluster_config else None,
-            overwrite=overwrite, report=not no_report)
-    except (StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    st = Store(store)
+    summary = run(
+        st, list(predictions), out=out, gt_labels=gt_labels,
+        labels=parse_mapping(labels, "labels", list(predictions)),
+        target_labels=target_labels, profiles=list(profiles) or None, split=split,
+        bin_delta=bin_delta, sweep=sweep, cluster=cluster, workers=workers,
+        cluster_config=str(cluster_config) if cluster_config else None,
+        overwrite=overwrite, report=not no_report)
     for model, stats in summary["models"].items():
         parts = []
         for m in ("psnr", "ssim", "ap50"):

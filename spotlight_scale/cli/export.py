@@ -23,11 +23,7 @@ Examples:
               help="signal, target, prediction:NAME or labels:NAME.")
 def export(store, out, well, field, plate, image):
     """Export IMAGE of one field of STORE to OUT as an ImageJ TIFF that opens in Fiji."""
-    from ..io.store import StoreError
     from ..pipelines.export import export as run_export
 
-    try:
-        path = run_export(store, out, well=well, field=field, image=image, plate=plate)
-    except (StoreError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    path = run_export(store, out, well=well, field=field, image=image, plate=plate)
     click.echo(f"export: wrote {path}")

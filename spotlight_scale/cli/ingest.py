@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, overwrite_option, parse_triple
+from .options import cluster_options, on_error_option, overwrite_option, parse_triple
 
 
 @click.command(epilog="""\b
@@ -35,8 +35,7 @@ Examples:
               help="Fallback voxel size Z,Y,X in um when neither the manifest nor the TIFF says.")
 @cluster_options
 @overwrite_option
-@click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-              help="skip: ingest the valid rows and write tables/failures.parquet.")
+@on_error_option
 def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_stride,
            min_foreground, voxel_size, cluster, cluster_config, workers, overwrite, on_error):
     """Convert the fields of MANIFEST into OME-Zarr HCS plates in STORE.
@@ -47,7 +46,6 @@ def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_s
     foreground patch index. The manifest is validated before anything is
     written; done fields are skipped on re-run; an interrupted run resumes.
     """
-    from ..io.manifest import ManifestError
     from ..pipelines.ingest import IngestSettings
     from ..pipelines.ingest import ingest as run_ingest
 
@@ -56,12 +54,9 @@ def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_s
                               patch=tuple(int(p) for p in patch),
                               patch_stride=tuple(int(s) for s in patch_stride),
                               min_fraction=min_foreground, ngff=ngff)
-    try:
-        res = run_ingest(manifest, store, settings, voxel_size=voxel_size, cluster=cluster,
-                         workers=workers or 2, cluster_config=cluster_config,
-                         overwrite=overwrite, on_error=on_error)
-    except (ManifestError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    res = run_ingest(manifest, store, settings, voxel_size=voxel_size, cluster=cluster,
+                     workers=workers or 2, cluster_config=cluster_config,
+                     overwrite=overwrite, on_error=on_error)
     click.echo(f"ingest: {res['done']} field(s) written, {res['skipped']} already done, "
                f"{res['failed']} failed -> {res['store']}")
     if res["failed"] and on_error == "fail":

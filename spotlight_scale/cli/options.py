@@ -42,3 +42,11 @@ def cluster_options(f):
 def overwrite_option(f):
     return click.option("--overwrite", is_flag=True,
                         help="Redo work already marked done (otherwise it is skipped).")(f)
+
+
+def on_error_option(f):
+    """``--on-error fail|skip``: stop at the first failing field, or go on and list failures."""
+    return click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail",
+                        show_default=True,
+                        help="skip: go on past failing fields and list them in a failures "
+                             "table (the command says where).")(f)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, overwrite_option, parse_triple, store_argument
+from .options import (cluster_options, on_error_option, overwrite_option, parse_triple,
+                      store_argument)
 
 
 @click.command(epilog="""\b
@@ -31,8 +32,9 @@ Examples:
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward.")
 @cluster_options
 @overwrite_option
+@on_error_option
 def predict(store, run_dir, name, split, tile, overlap, device, batch_size, cluster,
-            cluster_config, workers, overwrite):
+            cluster_config, workers, overwrite, on_error):
     """Predict the Hoechst channel of STORE's fields with the model in RUN_DIR.
 
     Writes STORE/predictions/NAME/<PLATE>.zarr (an HCS plate mirroring the raw
@@ -40,15 +42,11 @@ def predict(store, run_dir, name, split, tile, overlap, device, batch_size, clus
     Done fields are skipped on re-run; a different model under the same NAME
     is refused unless --overwrite.
     """
-    from ..io.store import StoreError
-    from ..models.io import ModelFileError
-    from ..pipelines.predict import PredictError
     from ..pipelines.predict import predict as run_predict
 
-    try:
-        res = run_predict(store, run_dir, name, split=split, tile=tile, overlap=overlap,
-                          cluster=cluster, workers=workers, cluster_config=cluster_config,
-                          device=device, overwrite=overwrite, batch_size=batch_size)
-    except (StoreError, ModelFileError, PredictError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(f"predict {name}: {res['done']} field(s) predicted, {res['skipped']} already done")
+    res = run_predict(store, run_dir, name, split=split, tile=tile, overlap=overlap,
+                      cluster=cluster, workers=workers, cluster_config=cluster_config,
+                      device=device, overwrite=overwrite, batch_size=batch_size,
+                      on_error=on_error)
+    click.echo(f"predict {name}: {res['done']} field(s) predicted, {res['skipped']} already "
+               f"done, {res['failed']} failed")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, overwrite_option, store_argument
+from .options import cluster_options, on_error_option, overwrite_option, store_argument
 
 
 @click.command(epilog="""\b
@@ -33,18 +33,15 @@ Examples:
               help="Add CellProfiler's granularity spectrum (16 features; slow).")
 @cluster_options
 @overwrite_option
+@on_error_option
 def profile(store, labels, image, out, split, texture, granularity, cluster, cluster_config,
-            workers, overwrite):
+            workers, overwrite, on_error):
     """Measure every nucleus of LABELS in STORE and write Parquet profiles to --out."""
-    from ..io.store import StoreError
     from ..pipelines.profile import profile as run_profile
-    from ..versioning import VersionError
 
-    try:
-        res = run_profile(store, labels=labels, image=image, out=out, split=split,
-                          texture=texture, granularity=granularity, cluster=cluster,
-                          workers=workers, cluster_config=cluster_config, overwrite=overwrite)
-    except (StoreError, ValueError, VersionError) as exc:
-        raise click.ClickException(str(exc)) from None
+    res = run_profile(store, labels=labels, image=image, out=out, split=split,
+                      texture=texture, granularity=granularity, cluster=cluster,
+                      workers=workers, cluster_config=cluster_config, overwrite=overwrite,
+                      on_error=on_error)
     click.echo(f"profile {labels}: {res['done']} field(s), {res['rows']} nuclei, "
-               f"{res['skipped']} already done -> {res['out']}")
+               f"{res['skipped']} already done, {res['failed']} failed -> {res['out']}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, overwrite_option, store_argument
+from .options import cluster_options, on_error_option, overwrite_option, store_argument
 
 
 @click.command(epilog="""\b
@@ -32,21 +32,18 @@ Examples:
               show_default=True)
 @cluster_options
 @overwrite_option
+@on_error_option
 def segment(store, image, name, method, config_file, threshold, cellpose_model, split, cluster,
-            cluster_config, workers, overwrite):
+            cluster_config, workers, overwrite, on_error):
     """Segment nuclei in IMAGE of every field of STORE into NGFF labels NAME."""
-    from ..config import ConfigError, resolve_config
+    from ..config import resolve_config
     from ..core.segment import WatershedConfig
-    from ..io.store import StoreError
     from ..pipelines.segment import segment as run_segment
 
-    try:
-        cfg = resolve_config(WatershedConfig, config_file)
-        res = run_segment(store, image=image, name=name, method=method, config=cfg,
-                          threshold=threshold, cellpose_model=cellpose_model, split=split,
-                          cluster=cluster, workers=workers, cluster_config=cluster_config,
-                          overwrite=overwrite)
-    except (ConfigError, StoreError, ValueError, RuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = resolve_config(WatershedConfig, config_file)
+    res = run_segment(store, image=image, name=name, method=method, config=cfg,
+                      threshold=threshold, cellpose_model=cellpose_model, split=split,
+                      cluster=cluster, workers=workers, cluster_config=cluster_config,
+                      overwrite=overwrite, on_error=on_error)
     click.echo(f"segment {name}: {res['done']} field(s), {res['objects']} nuclei, "
-               f"{res['skipped']} already done")
+               f"{res['skipped']} already done, {res['failed']} failed")

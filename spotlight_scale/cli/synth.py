@@ -37,11 +37,8 @@ def synth(out_dir, plate, wells, fields, shape, voxel_size, test_fraction, val_f
     """
     from ..pipelines.synth import synth_screen
 
-    try:
-        manifest = synth_screen(out_dir, plate=plate, wells=wells, fields=fields,
-                                shape=tuple(int(s) for s in shape),
-                                voxel_size=tuple(float(v) for v in voxel_size),
-                                test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    manifest = synth_screen(out_dir, plate=plate, wells=wells, fields=fields,
+                            shape=tuple(int(s) for s in shape),
+                            voxel_size=tuple(float(v) for v in voxel_size),
+                            test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
     click.echo(f"synth: {wells * fields} field(s) -> {manifest}")

@@ -48,17 +48,12 @@ def train(store, run_dir, config_file, resume, overwrite, **flags):
     validation loss), checkpoints/latest.pt and, at the end, model.pt with the
     model config, normalisation mode and the training target's intensity range.
     """
-    from ..config import ConfigError
-    from ..io.store import StoreError
     from ..pipelines.train import resolve_train_config
     from ..pipelines.train import train as run_train
 
     if flags.get("patch") is not None:
         flags["patch"] = tuple(int(p) for p in flags["patch"])
-    try:
-        cfg = resolve_train_config(config_file, flags)
-        path = run_train(store, run_dir, cfg, resume=resume, overwrite=overwrite)
-    except (ConfigError, StoreError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from None
+    cfg = resolve_train_config(config_file, flags)
+    path = run_train(store, run_dir, cfg, resume=resume, overwrite=overwrite)
     if path is not None:
         click.echo(f"train: model written to {path}")

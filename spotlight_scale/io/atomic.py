@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary sibling, fsync, then ``os.replace``.
 
 A reader (or a re-run after ``kill -9``) sees either the old file or the new
-one, never a partial file.
+one, never a partial file. The file gets the mode a plain ``open()`` would give
+it under the process umask (``tempfile.mkstemp`` creates 0600, which would hide a
+shared store from colleagues).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
@@ -28,6 +33,21 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc``), since
+    ``os.umask`` can only be read by setting it, which races with other threads."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

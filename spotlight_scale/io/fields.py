@@ -75,8 +75,6 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
     int
         Bytes of image data written at level 0 (for throughput reporting).
     """
-    import zarr
-
     if signal.shape != target.shape:
         raise ValueError(f"field {key}: signal {signal.shape} and target {target.shape} differ")
     if signal.dtype != target.dtype:
@@ -111,6 +109,7 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
         "voxel_size_um": [float(v) for v in voxel_size],
         "dtype": str(signal.dtype),
         "stats": stats, "source": source, "has_gt": mask is not None,
+        "fingerprint": fingerprint,  # equal to the marker's: the arrays were written to the end
     }
     if patch_index is not None:
         settings = patch_settings or {}

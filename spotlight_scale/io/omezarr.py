@@ -104,7 +104,12 @@ def _compressors(dtype, zarr_format: int):
 
 
 def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx, fmt) -> list:
-    """Empty arrays ``s0, s1, ...`` of ``(*lead, *shape)`` for each ZYX level shape."""
+    """Empty arrays ``s0, s1, ...`` of ``(*lead, *shape)`` for each ZYX level shape.
+
+    Every chunk assigned is stored, also one equal to the fill value
+    (``write_empty_chunks``): an absent chunk then means lost data, which reads
+    refuse (:mod:`spotlight_scale.io.chunks`).
+    """
     kwargs = {}
     if fmt.zarr_format == 2:
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
@@ -116,7 +121,8 @@ def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx, fmt)
         arrays.append(group.create_array(f"s{level}", shape=(*lead, *shape), chunks=chunks,
                                          dtype=dtype, fill_value=0,
                                          compressors=_compressors(dtype, fmt.zarr_format),
-                                         overwrite=True, **kwargs))
+                                         overwrite=True,
+                                         config={"write_empty_chunks": True}, **kwargs))
     return arrays
 
 

@@ -1,10 +1,11 @@
 """The spotlight-scale store: a directory of OME-Zarr HCS plates plus versioned tables.
 
-Layout (``STORE_LAYOUT_VERSION`` = 1)::
+Layout (``STORE_LAYOUT_VERSION`` = 2)::
 
     STORE/
       spotlight.json                         store manifest: layout version, NGFF version,
                                              ingest settings (isotropic voxel, chunks, patch)
+      spotlight.lock                         present while a command writes (owner, host, pid)
       <PLATE>.zarr/                          OME-Zarr HCS plate (NGFF 0.5 default, 0.4 on request)
         <ROW>/<COL>/<FIELD>/                 one field: CZYX image, channels "signal","target"
           s0, s1, ...                        pyramid; every level halves z, y and x
@@ -17,6 +18,8 @@ Layout (``STORE_LAYOUT_VERSION`` = 1)::
           labels/<NAME>                      labels `segment --image prediction:NAME` wrote
       tables/fields.parquet                  one row per ingested field (keys + statistics)
       tables/failures.parquet                rows that failed with `ingest --on-error skip`
+      tables/failures_<STAGE>_<NAME>.parquet fields that failed with `predict|segment
+                                             --on-error skip`
       index/patches/<PLATE>/<WELL>_<FIELD>.parquet
                                              foreground patch index of one field
       _done/<STAGE>[/<NAME>]/<PLATE>/<WELL>/<FIELD>.json
@@ -24,7 +27,16 @@ Layout (``STORE_LAYOUT_VERSION`` = 1)::
 
 A field is *done* for a stage only when its marker exists; everything a stage
 writes for a field is written before the marker. Markers carry a settings
-fingerprint so a re-run can tell whether old work still counts.
+fingerprint so a re-run can tell whether old work still counts, and the stamp
+of their inputs (:meth:`Store.input_stamp`): the ingest marker holds the
+content fingerprint of the field's files (see ``pipelines/ingest.py``), a
+prediction or labels marker the stamp of the image it was made from, so work
+made from data that has since changed is redone, not reported done.
+
+Every chunk of every array is written (even chunks equal to the fill value),
+so a chunk missing inside an array's extent is lost data; reads through
+:class:`Store` refuse it (:mod:`spotlight_scale.io.chunks`). Layout 1 stores
+skipped empty chunks and are refused: re-ingest them.
 
 Field keys: ``plate`` (str), ``well`` canonical as row letters + 2-digit column
 (``B3`` -> ``B03``, path ``B/03``), ``field`` an integer (path ``"0"``).
@@ -56,11 +68,28 @@ class StoreError(RuntimeError):
     """The store is missing something a stage needs; the message says what to run."""
 
 
+#: The largest plate format (1536 wells): rows A..AF, columns 1..48.
+MAX_ROWS, MAX_COLUMNS = 32, 48
+
+
+def _row_number(letters: str) -> int:
+    n = 0
+    for ch in letters.upper():
+        n = n * 26 + ord(ch) - ord("A") + 1
+    return n
+
+
 def parse_well(well: str) -> tuple[str, str]:
-    """``"B3"``/``"B03"``/``"b03"`` -> ``("B", "03")``; raise ``ValueError`` otherwise."""
+    """``"B3"``/``"B03"``/``"b03"`` -> ``("B", "03")``; raise ``ValueError`` otherwise.
+
+    Rows A..AF and columns 1..48 (a 1536-well plate, the largest format) are accepted.
+    """
     m = _WELL_RE.match(str(well).strip())
     if not m or int(m.group(2)) == 0:
         raise ValueError(f"bad well name {well!r}: expected row letters then column number, e.g. B03")
+    if _row_number(m.group(1)) > MAX_ROWS or int(m.group(2)) > MAX_COLUMNS:
+        raise ValueError(f"bad well name {well!r}: plates have rows A-AF and columns 1-48 at most "
+                         "(1536 wells)")
     return m.group(1).upper(), f"{int(m.group(2)):02d}"
 
 
@@ -89,6 +118,8 @@ class FieldKey:
     def __post_init__(self):
         object.__setattr__(self, "well", canonical_well(self.well))
         object.__setattr__(self, "field", int(self.field))
+        if self.field < 0:
+            raise ValueError(f"bad field number {self.field}: fields are numbered from 0")
 
     @property
     def row(self) -> str:
@@ -156,7 +187,8 @@ class Store:
         if manifest.exists():
             self.manifest = json.loads(manifest.read_text())
             check_version("store layout", self.manifest.get("layout_version"),
-                          STORE_LAYOUT_VERSION, str(manifest))
+                          STORE_LAYOUT_VERSION, str(manifest),
+                          hint="re-ingest the raw data into a new store")
         elif create:
             if ngff not in ("0.4", "0.5"):
                 raise ValueError(f"ngff must be '0.4' or '0.5', got {ngff!r}")
@@ -176,6 +208,13 @@ class Store:
                 f"{self.root}: not a spotlight-scale store (no {STORE_MANIFEST}); "
                 "run `spotlight-scale ingest MANIFEST STORE` first"
             )
+
+    def writing(self, command: str):
+        """Context manager holding the store's lock while ``command`` writes into it
+        (:func:`spotlight_scale.io.lock.exclusive`); readers are not blocked."""
+        from .lock import exclusive
+
+        return exclusive(self.root, command)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -248,8 +287,37 @@ class Store:
         return tuple(float(v) for v in self.field_meta(key)["voxel_size_um"])
 
     def image(self, key: FieldKey, level: int = 0, *, prediction: str | None = None):
-        """The CZYX zarr array of a field at pyramid ``level`` (lazy; index it to read)."""
-        return self.open_field(key, prediction=prediction)[f"s{level}"]
+        """The CZYX array of a field at pyramid ``level`` (lazy; index it to read).
+
+        Reads refuse missing or corrupt chunks, naming the field
+        (:class:`~spotlight_scale.io.chunks.VerifiedArray`).
+        """
+        if prediction is None:
+            return self._verified(self.open_field(key), f"s{level}", f"field {key}",
+                                  "re-run `spotlight-scale ingest` (it redoes damaged fields)")
+        return self._verified(self.open_field(key, prediction=prediction), f"s{level}",
+                              f"prediction {prediction!r} of field {key}",
+                              f"re-run `spotlight-scale predict ... --name {prediction} "
+                              "--overwrite`")
+
+    def labels(self, key: FieldKey, name: str, level: int = 0):
+        """The ZYX array of labels ``name`` of a field (lazy, verified like :meth:`image`)."""
+        grp = self.labels_group(key, name)
+        if grp is None:
+            raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
+        hint = ("re-run `spotlight-scale ingest`" if name == "gt" else
+                f"re-run `spotlight-scale segment ... --name {name} --overwrite`")
+        return self._verified(grp, f"s{level}", f"labels {name!r} of field {key}", hint)
+
+    def _verified(self, group, array: str, what: str, hint: str):
+        from .chunks import VerifiedArray
+
+        try:
+            arr = group[array]
+        except KeyError:
+            raise StoreError(f"{what}: array {array} is missing from {group.store_path}; "
+                             f"{hint}") from None
+        return VerifiedArray(arr, f"{what}, {array}", hint)
 
     def channel_index(self, channel: str) -> int:
         if channel not in CHANNELS:
@@ -262,7 +330,7 @@ class Store:
         arr = self.image(key, level)
         c = self.channel_index(channel)
         region = region if region is not None else (slice(None),) * 3
-        return np.asarray(arr[(c, *region)])
+        return arr[(c, *region)]
 
     def read_named(self, key: FieldKey, image: str, region=None, level: int = 0) -> np.ndarray:
         """Read ``signal``, ``target``, ``prediction:NAME`` or ``labels:NAME`` (ZYX)."""
@@ -274,12 +342,9 @@ class Store:
             if not self.is_done("predict", key, name=name):
                 raise StoreError(f"{self.root}: no prediction {name!r} for field {key}; "
                                  f"run `spotlight-scale predict ... --name {name}`")
-            return np.asarray(self.image(key, level, prediction=name)[(0, *region)])
+            return self.image(key, level, prediction=name)[(0, *region)]
         if kind == "labels" and name:
-            grp = self.labels_group(key, name)
-            if grp is None:
-                raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
-            return np.asarray(grp[f"s{level}"][region])
+            return self.labels(key, name, level)[region]
         raise ValueError(
             f"unknown image {image!r}: expected signal, target, prediction:NAME or labels:NAME"
         )
@@ -386,3 +451,51 @@ class Store:
 
     def done_fields(self, stage: str, name: str | None = None) -> dict[FieldKey, dict]:
         return dict(self._iter_markers(stage, name))
+
+    # ------------------------------------------------------------------ provenance
+    def input_stamp(self, key: FieldKey, image: str) -> str | None:
+        """A short digest that changes whenever ``image`` of ``key`` is rewritten with other
+        content: ``signal``/``target``/``labels:gt`` -> the ingest content fingerprint,
+        ``prediction:NAME`` -> the model and the stamp of the signal it was made from,
+        ``labels:NAME`` -> the segment settings and the stamp of their image. ``None`` when
+        the image has not been made (no marker)."""
+        import hashlib
+
+        kind, _, name = image.partition(":")
+        if image in CHANNELS or image == "labels:gt":
+            marker, parts = self.is_done("ingest", key), ("fingerprint",)
+        elif kind == "prediction" and name:
+            marker, parts = self.is_done("predict", key, name=name), ("model_sha256", "inputs")
+        elif kind == "labels" and name:
+            marker, parts = self.is_done("segment", key, name=name), ("fingerprint", "inputs")
+        else:
+            raise ValueError(f"unknown image {image!r}: expected signal, target, "
+                             "prediction:NAME or labels:NAME")
+        if marker is None:
+            return None
+        text = json.dumps([marker.get(p) for p in parts])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def clear_derived(self, key: FieldKey, *, predictions: bool = True) -> dict[str, list[str]]:
+        """Forget what was made from field ``key`` before ingest rewrites it: its segment
+        markers (the labels live in the field group, which goes) and, when ``predictions``
+        (the content changed), its predict markers and prediction arrays. Returns the names
+        removed, by stage. Markers go first, so an interruption leaves the work undone,
+        never falsely done."""
+        import shutil
+
+        removed: dict[str, list[str]] = {}
+        for stage in ("segment", "predict") if predictions else ("segment",):
+            for name in self.done_names(stage):
+                path = self.marker_path(stage, key, name)
+                if path.exists():
+                    path.unlink()
+                    removed.setdefault(stage, []).append(name)
+        pred_root = self.root / "predictions"
+        for pdir in sorted(pred_root.iterdir()) if predictions and pred_root.exists() else []:
+            field_dir = pdir / f"{key.plate}.zarr" / key.path
+            if field_dir.exists():
+                shutil.rmtree(field_dir)
+                if pdir.name not in removed.get("predict", []):
+                    removed.setdefault("predict", []).append(pdir.name)
+        return removed

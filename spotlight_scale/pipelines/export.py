@@ -37,6 +37,7 @@ def export(store_root, out: str | Path, *, well: str, field: int, image: str,
     if np.issubdtype(data.dtype, np.integer) and data.dtype.itemsize > 2 and data.size:
         if data.max() <= np.iinfo(np.uint16).max:
             data = data.astype(np.uint16)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     write_imagej(tmp, data, store.voxel_size(key))
     tmp.replace(out)

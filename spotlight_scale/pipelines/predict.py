@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..io.store import PREDICTION_CHANNEL, FieldKey, Store, check_name
+from .fieldrun import FieldError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ DEFAULT_TILE = (64, 256, 256)
 DEFAULT_OVERLAP = (16, 32, 32)
 
 
-class PredictError(RuntimeError):
+class PredictError(FieldError):
     """A field failed during prediction; the message names it (done fields are kept)."""
 
 
@@ -70,6 +71,7 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
     from ..io.omezarr import create_image_czyx, fill_pyramid
 
     store = Store(store_root)
+    inputs = store.input_stamp(key, "signal")
     device = torch_device(device)  # dask-cuda pins each worker to its GPU (CUDA_VISIBLE_DEVICES)
     model, meta = _cached_model(model_path, sha, device)
     field = store.field_meta(key)
@@ -116,8 +118,8 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
                                    "train_config": meta["train_config"]},
         "tile": list(tile), "overlap": list(overlap), "margin": list(plan.margin),
         "tiles": list(plan.counts)}
-    store.mark_done("predict", key, {"model_sha256": sha, "model_path": str(model_path)},
-                    name=name)
+    store.mark_done("predict", key, {"model_sha256": sha, "model_path": str(model_path),
+                                     "inputs": inputs}, name=name)
     return {"field": key.id, "voxels": int(np.prod(shape)), **stream}
 
 
@@ -148,21 +150,26 @@ def select_fields(store: Store, split: str) -> list[FieldKey]:
 def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT_TILE,
             overlap=DEFAULT_OVERLAP, cluster: str = "local", workers: int | None = None,
             cluster_config=None, device: str = "auto", overwrite: bool = False,
-            batch_size: int = 1, progress_stream=sys.stderr) -> dict[str, Any]:
+            batch_size: int = 1, on_error: str = "fail",
+            progress_stream=sys.stderr) -> dict[str, Any]:
     """Predict the target of every selected field with the model in ``run_dir``.
 
-    Returns counts ``done``, ``skipped``, ``voxels`` (of the fields predicted),
+    A field is redone when its prediction is missing or was made from a signal
+    that has since been re-ingested with other content. ``on_error="skip"``
+    goes on past failing fields and lists them in
+    ``STORE/tables/failures_predict_<NAME>.parquet``. Returns counts ``done``,
+    ``skipped``, ``failed``, ``voxels`` (of the fields predicted),
     ``computed_voxels`` (what the network computed: tile overlap and divisor
     padding included) and ``seconds``.
     """
     import time
 
-    from ..cluster import open_client
     from ..core.tiling import plan_tiles
     from ..models.io import model_sha256, read_model_meta
-    from ..progress import Progress
+    from .fieldrun import check_on_error, run_fields, write_failures
 
     check_name(name, "prediction name")
+    check_on_error(on_error)
     store = Store(store_root)
     run_dir = Path(run_dir)
     model_path = run_dir / "model.pt" if run_dir.is_dir() else run_dir
@@ -175,52 +182,60 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
     keys = select_fields(store, split)
     plan_tiles(store.field_meta(keys[0])["shape_zyx"], tile=tile, overlap=overlap,
                divisor=divisor)  # validate tiling before any work
-    todo, skipped = [], 0
-    for key in keys:
-        done = store.is_done("predict", key, name=name)
-        if done and done.get("model_sha256") != sha and not overwrite:
-            raise ValueError(
-                f"prediction {name!r} of field {key} was made by another model "
-                f"({done.get('model_path')}, sha256 {done.get('model_sha256', '')[:12]}...); "
-                "choose another --name or pass --overwrite")
-        if done and not overwrite:
-            skipped += 1
-            continue
-        if done:
-            store.clear_done("predict", key, name=name)
-        todo.append(key)
-    t0 = time.perf_counter()
-    voxels = computed = 0
-    if todo:
-        from distributed import as_completed
+    done_all = store.done_fields("predict", name)
+    others = sorted(k for k, m in done_all.items() if m.get("model_sha256") != sha)
+    if others and not overwrite:
+        m = done_all[others[0]]
+        raise ValueError(
+            f"prediction {name!r} of field {others[0]} was made by another model "
+            f"({m.get('model_path')}, sha256 {m.get('model_sha256', '')[:12]}...); "
+            "choose another --name or pass --overwrite")
+    outside = [k for k in others if k not in set(keys)]
+    if outside:  # --overwrite of part of a prediction would leave two models under one name
+        raise ValueError(
+            f"prediction {name!r} also holds {len(outside)} field(s) outside --split {split} "
+            f"made by another model (e.g. {outside[0]}); replacing only split {split!r} would "
+            "mix two models under one name: use --split all with --overwrite, or another --name")
+    with store.writing(f"predict {name}"):
+        todo, skipped = [], 0
+        for key in keys:
+            done = done_all.get(key)
+            if done and not overwrite and done.get("inputs") == store.input_stamp(key, "signal"):
+                skipped += 1
+                continue
+            if done:
+                if not overwrite:
+                    log.warning("predict %s: field %s was re-ingested since its prediction; "
+                                "predicting it again", name, key)
+                store.clear_done("predict", key, name=name)
+            todo.append(key)
+        t0 = time.perf_counter()
+        voxels = computed = 0
+        failures: list[dict] = []
+        if todo:
+            from ..io.fields import open_well_group
 
-        from ..io.fields import open_well_group
+            for key in todo:
+                open_well_group(store, key, prediction=name)
 
-        for key in todo:
-            open_well_group(store, key, prediction=name)
-        progress = Progress(len(todo), "fields", desc=f"predict {name}", stream=progress_stream)
-        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
-            futures = {client.submit(predict_field, str(store.root), key, str(model_path), sha,
-                                     name, tile=tuple(tile), overlap=tuple(overlap),
-                                     device=device, batch_size=batch_size, pure=False,
-                                     key=f"predict-{name}-{key.id}-{sha[:8]}"): key
-                       for key in todo}
-            try:
-                for fut in as_completed(list(futures)):
-                    try:
-                        res = fut.result()
-                    except Exception as exc:
-                        for other in futures:
-                            other.cancel()
-                        raise PredictError(
-                            f"predict {name!r} failed on field {futures[fut]} "
-                            f"({store.field_url(futures[fut])}): {type(exc).__name__}: {exc}; "
-                            "fields already done are kept (re-run to resume)") from exc
-                    voxels += res["voxels"]
-                    computed += res["computed_voxels"]
-                    progress.update(1, extra=f"{voxels / (time.perf_counter() - t0):.3g} voxel/s")
-            finally:
-                progress.close()
-                finalize_predictions(store, name)
-    return {"done": len(todo), "skipped": skipped, "voxels": voxels,
-            "computed_voxels": computed, "seconds": time.perf_counter() - t0}
+            def rate(key, res):
+                nonlocal voxels, computed
+                voxels += res["voxels"]
+                computed += res["computed_voxels"]
+                return f"{voxels / (time.perf_counter() - t0):.3g} voxel/s"
+
+            _, failures = run_fields(
+                todo, lambda client, key: client.submit(
+                    predict_field, str(store.root), key, str(model_path), sha, name,
+                    tile=tuple(tile), overlap=tuple(overlap), device=device,
+                    batch_size=batch_size, pure=False, key=f"predict-{name}-{key.id}-{sha[:8]}"),
+                stage=f"predict {name!r}", desc=f"predict {name}", on_error=on_error,
+                cluster=cluster, workers=workers, cluster_config=cluster_config,
+                progress_stream=progress_stream, error=PredictError, on_result=rate,
+                describe=lambda k: f"{k} ({store.field_url(k)})",
+                on_failure=(lambda: finalize_predictions(store, name),
+                            f"rewriting the plate metadata of prediction {name!r}"))
+            finalize_predictions(store, name)
+        write_failures(store.table_path(f"failures_predict_{name}"), failures, "predict", name)
+    return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
+            "voxels": voxels, "computed_voxels": computed, "seconds": time.perf_counter() - t0}

@@ -5,8 +5,9 @@ Each field is one task on a Dask worker: read its labels and image, compute
 :func:`spotlight_scale.core.features.nucleus_features` with the store's voxel size and the
 store's intensity scale (integer images measured as value / dtype maximum, as CellProfiler
 loads them; a prediction, rescaled into the target's range, with the target's), write one
-Parquet file (atomically) then a marker. Memory per worker is one field. At the end
-the per-well table is rewritten from all fields.
+Parquet file (atomically) then a marker (with the stamps of the labels and image it
+was made from: a field whose inputs changed since is profiled again). Memory per
+worker is one field. At the end the per-well table is rewritten from all fields.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def _marker(out: Path, key: FieldKey) -> Path:
     return out / "_done" / key.plate / key.well / f"{key.field}.json"
 
 
+def _inputs(store: Store, key: FieldKey, labels: str, image: str) -> list:
+    """Stamps of the labels and image a field's profile is made from."""
+    return [store.input_stamp(key, f"labels:{labels}"), store.input_stamp(key, image)]
+
+
 def intensity_scale(store: Store, key: FieldKey) -> float:
     """The stored images' dtype maximum for integer stores (65535 for uint16), else 1."""
     dtype = np.dtype(store.field_meta(key).get("dtype", "float32"))
@@ -43,6 +49,7 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
     from ..core.features import nucleus_features
 
     store = Store(store_root)
+    inputs = _inputs(store, key, labels, image)
     if not store.has_labels(key, labels):
         raise StoreError(f"field {key} has no labels {labels!r}; run `spotlight-scale segment "
                          f"... --name {labels}`")
@@ -58,7 +65,8 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
                 labels=labels, image=image, image_name=image_token(image),
                 groups=list(groups), intensity_scale=scale, store=str(store.root),
                 voxel_size_um=list(store.voxel_size(key)))
-    atomic_write_json(_marker(Path(out), key), {"fingerprint": fingerprint, "rows": len(df)})
+    atomic_write_json(_marker(Path(out), key), {"fingerprint": fingerprint, "rows": len(df),
+                                                "inputs": inputs})
     return {"field": key.id, "rows": len(df)}
 
 
@@ -75,8 +83,9 @@ def write_wells(out: Path, groups: Sequence[str], image: str) -> None:
 def profile(store_root, *, labels: str, image: str = "target", out, split: str = "all",
             texture: bool = False, granularity: bool = False, cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
-            progress_stream=sys.stderr) -> dict[str, Any]:
-    """Profile every selected field; returns counts (``done``, ``skipped``, ``rows``).
+            on_error: str = "fail", progress_stream=sys.stderr) -> dict[str, Any]:
+    """Profile every selected field; returns counts (``done``, ``skipped``, ``failed``,
+    ``rows``). The output directory is locked while this runs.
 
     Parameters
     ----------
@@ -90,11 +99,14 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
         Add the Haralick texture and granularity groups (they cost more).
     overwrite : bool
         Re-measure every field (and replace a layout-1 directory).
+    on_error : {"fail", "skip"}
+        ``skip`` goes on past failing fields and lists them in ``OUT/failures.parquet``.
     """
-    from ..cluster import open_client
-    from ..progress import Progress, sum_as_completed
+    from ..io.lock import exclusive
+    from .fieldrun import check_on_error, run_fields, write_failures
     from .predict import select_fields
 
+    check_on_error(on_error)
     store = Store(store_root)
     out = Path(out)
     groups = check_groups([*DEFAULT_GROUPS, *(["texture"] if texture else []),
@@ -110,23 +122,34 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
     fp = hashlib.sha256(json.dumps({"labels": labels, "image": image, "groups": list(groups),
                                     "schema": TABLE_SCHEMAS["nuclei"],
                                     "store": str(store.root.resolve())}).encode()).hexdigest()[:16]
-    todo, skipped = [], 0
-    for key in keys:
-        m = _marker(out, key)
-        if m.exists() and not overwrite:
-            if json.loads(m.read_text()).get("fingerprint") != fp:
-                raise ValueError(f"{out}: field {key} was profiled with other labels, image or "
-                                 "feature groups; use another --out or --overwrite")
-            skipped += 1
-            continue
-        todo.append(key)
     rows = 0
-    if todo:
-        progress = Progress(len(todo), "fields", desc=f"profile {labels}", stream=progress_stream)
-        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
-            futs = [client.submit(profile_field, str(store.root), k, labels, image, str(out), fp,
-                                  groups, pure=False, key=f"profile-{labels}-{k.id}-{fp}")
-                    for k in todo]
-            rows = sum_as_completed(futs, progress, "rows", "nuclei")
-    write_wells(out, groups, image)
-    return {"done": len(todo), "skipped": skipped, "rows": rows, "out": str(out)}
+    failures: list[dict] = []
+    with exclusive(out, f"profile {labels}"):
+        todo, skipped = [], 0
+        for key in keys:
+            m = _marker(out, key)
+            if m.exists() and not overwrite:
+                marker = json.loads(m.read_text())
+                if marker.get("fingerprint") != fp:
+                    raise ValueError(f"{out}: field {key} was profiled with other labels, image "
+                                     "or feature groups; use another --out or --overwrite")
+                if marker.get("inputs") == _inputs(store, key, labels, image):
+                    skipped += 1
+                    continue
+            if m.exists():  # redone: until then the field is not profiled
+                m.unlink()
+                P.part_path(out, key).unlink(missing_ok=True)
+            todo.append(key)
+        if todo:
+            results, failures = run_fields(
+                todo, lambda client, k: client.submit(
+                    profile_field, str(store.root), k, labels, image, str(out), fp, groups,
+                    pure=False, key=f"profile-{labels}-{k.id}-{fp}"),
+                stage=f"profile {labels!r}", desc=f"profile {labels}", on_error=on_error,
+                cluster=cluster, workers=workers, cluster_config=cluster_config,
+                progress_stream=progress_stream, total=("rows", "nuclei"))
+            rows = sum(res["rows"] for _, res in results)
+        write_failures(out / "failures.parquet", failures, "profile", labels)
+        write_wells(out, groups, image)
+    return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
+            "rows": rows, "out": str(out)}

@@ -14,13 +14,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import sys
 from typing import Any
 
 import numpy as np
 
 from ..core.segment import WatershedConfig, watershed_nuclei
+from ..errors import SetupError
 from ..io.store import FieldKey, Store, StoreError, check_name
+
+log = logging.getLogger(__name__)
 
 
 def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, threshold,
@@ -34,7 +38,7 @@ def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, thresho
         try:
             from cellpose import models
         except ImportError:
-            raise RuntimeError("--method cellpose needs the cellpose extra: "
+            raise SetupError("--method cellpose needs the cellpose extra: "
                                "pip install 'spotlight-scale[cellpose]'") from None
         model = models.CellposeModel(pretrained_model=str(cellpose_model),
                                      gpu=backend.gpu_available())
@@ -54,6 +58,7 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
     from ..io.omezarr import delete_labels, write_labels_zyx
 
     store = Store(store_root)
+    inputs = store.input_stamp(key, image)
     data = store.read_named(key, image)
     run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model)
     if data.size > max_voxels:
@@ -78,7 +83,7 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
                      properties=label_properties(labels, data, store.voxel_size(key)))
     n = int(np.unique(labels[labels > 0]).size)
     store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
-                                     "n_objects": n}, name=name)
+                                     "n_objects": n, "inputs": inputs}, name=name)
     return {"field": key.id, "n_objects": n}
 
 
@@ -86,13 +91,20 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
             config: WatershedConfig | None = None, threshold: float | None = None,
             cellpose_model=None, split: str = "all", cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
-            max_voxels: int = 256 * 1024 * 1024, progress_stream=sys.stderr) -> dict[str, Any]:
-    """Segment ``image`` of every selected field into labels ``name``."""
-    from ..cluster import open_client
-    from ..progress import Progress, sum_as_completed
+            max_voxels: int = 256 * 1024 * 1024, on_error: str = "fail",
+            progress_stream=sys.stderr) -> dict[str, Any]:
+    """Segment ``image`` of every selected field into labels ``name``.
+
+    A field is redone when its labels are missing or were made from an image
+    that has since changed (re-ingested, or predicted again by another model).
+    ``on_error="skip"`` goes on past failing fields and lists them in
+    ``STORE/tables/failures_segment_<NAME>.parquet``.
+    """
+    from .fieldrun import check_on_error, run_fields, write_failures
     from .predict import select_fields
 
     check_name(name, "labels name")
+    check_on_error(on_error)
     if name == "gt":
         raise ValueError("labels name 'gt' is reserved for the ground truth")
     if method == "cellpose" and cellpose_model is None:
@@ -115,34 +127,43 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                                     "cfg": dataclasses.asdict(cfg),
                                     "model": str(cellpose_model)}, sort_keys=True).encode()
                         ).hexdigest()[:16]
-    todo, skipped = [], 0
-    for key in keys:
-        done = store.is_done("segment", key, name=name)
-        if done and not store.has_labels(key, name):  # labels gone (their prediction re-made)
-            store.clear_done("segment", key, name=name)
-            done = None
-        if done and done.get("fingerprint") == fp and not overwrite:
-            skipped += 1
-            continue
-        if done and not overwrite:
-            raise ValueError(f"labels {name!r} of field {key} were made with other settings "
-                             f"({done.get('image')}, {done.get('method')}); use --overwrite or "
-                             "another --name")
-        if done:
-            old = store.labels_prediction(key, name)  # labels of another prediction: drop them
-            if old is not None and old != (pname if kind == "prediction" else None):
-                from ..io.omezarr import delete_labels
-
-                delete_labels(store.open_field(key, prediction=old, mode="a"), name)
-            store.clear_done("segment", key, name=name)
-        todo.append(key)
     objects = 0
-    if todo:
-        progress = Progress(len(todo), "fields", desc=f"segment {name}", stream=progress_stream)
-        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
-            futs = [client.submit(segment_field, str(store.root), k, image, name, method=method,
-                                  cfg=cfg, threshold=threshold, cellpose_model=cellpose_model,
-                                  fingerprint=fp, max_voxels=max_voxels, pure=False,
-                                  key=f"segment-{name}-{k.id}-{fp}") for k in todo]
-            objects = sum_as_completed(futs, progress, "n_objects", "nuclei")
-    return {"done": len(todo), "skipped": skipped, "objects": objects}
+    failures: list[dict] = []
+    with store.writing(f"segment {name}"):
+        todo, skipped = [], 0
+        for key in keys:
+            done = store.is_done("segment", key, name=name)
+            if done and not store.has_labels(key, name):  # labels gone (their prediction re-made)
+                store.clear_done("segment", key, name=name)
+                done = None
+            if done and done.get("fingerprint") == fp and not overwrite:
+                if done.get("inputs") == store.input_stamp(key, image):
+                    skipped += 1
+                    continue
+                log.warning("segment %s: %s of field %s changed since it was segmented; "
+                            "segmenting it again", name, image, key)
+            elif done and not overwrite:
+                raise ValueError(f"labels {name!r} of field {key} were made with other settings "
+                                 f"({done.get('image')}, {done.get('method')}); use --overwrite "
+                                 "or another --name")
+            if done:
+                old = store.labels_prediction(key, name)  # labels of another prediction: drop them
+                if old is not None and old != (pname if kind == "prediction" else None):
+                    from ..io.omezarr import delete_labels
+
+                    delete_labels(store.open_field(key, prediction=old, mode="a"), name)
+                store.clear_done("segment", key, name=name)
+            todo.append(key)
+        if todo:
+            results, failures = run_fields(
+                todo, lambda client, k: client.submit(
+                    segment_field, str(store.root), k, image, name, method=method, cfg=cfg,
+                    threshold=threshold, cellpose_model=cellpose_model, fingerprint=fp,
+                    max_voxels=max_voxels, pure=False, key=f"segment-{name}-{k.id}-{fp}"),
+                stage=f"segment {name!r}", desc=f"segment {name}", on_error=on_error,
+                cluster=cluster, workers=workers, cluster_config=cluster_config,
+                progress_stream=progress_stream, total=("n_objects", "nuclei"))
+            objects = sum(res["n_objects"] for _, res in results)
+        write_failures(store.table_path(f"failures_segment_{name}"), failures, "segment", name)
+    return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
+            "objects": objects}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..io.atomic import atomic_write_bytes
-from ..models.io import load_torch_payload
+from ..models.io import ModelFileError, load_torch_payload
 
 CKPT_FORMAT = "spotlight-scale-checkpoint"
 
@@ -38,7 +38,7 @@ def load_checkpoint(run_dir: Path) -> dict:
     path = latest_path(run_dir)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-    payload = load_torch_payload(path, "checkpoint", RuntimeError)
+    payload = load_torch_payload(path, "checkpoint")
     if payload.get("format") != CKPT_FORMAT:
-        raise RuntimeError(f"{path}: not a spotlight-scale checkpoint")
+        raise ModelFileError(f"{path}: not a spotlight-scale checkpoint")
     return payload

@@ -21,6 +21,7 @@ import torch
 
 from ..config import config_to_dict
 from ..core.losses import get_loss
+from ..errors import SetupError
 from ..core.normalize import target_range
 from ..io.store import Store
 from ..models.fnet import FNet
@@ -71,7 +72,7 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but torch sees no CUDA GPU")
+            raise SetupError("--device cuda requested but torch sees no CUDA GPU")
         device = f"cuda:{env.local_rank}"
         torch.cuda.set_device(device)
     if cfg.batch_size % env.world:

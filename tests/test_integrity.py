@@ -1,0 +1,318 @@
+"""Store integrity (issue 14): file modes, the store lock, reads that cannot lie, content
+fingerprints, and per-field failures. Each test reproduces one finding of the issue."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+
+def error_line(output: str) -> str:
+    """The one ``Error:`` line of a failed command's output (progress lines may precede it)."""
+    lines = [ln for ln in output.splitlines() if ln.startswith("Error: ")]
+    assert len(lines) == 1 and "Traceback" not in output, output
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- file modes
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_files_follow_the_umask(make_store, make_model_file, tmp_path, umask):
+    """Finding 7: spotlight.json, markers, tables and model.pt were 0600 whatever the umask
+    (tempfile.mkstemp), zarr chunks 0644: a colleague could not read a shared store."""
+    old = os.umask(umask)
+    try:
+        store = make_store(fields=(("P1", "B03", 0, "train"),), root=tmp_path / f"s{umask:o}")
+        make_model_file(store, tmp_path / f"model{umask:o}.pt")
+    finally:
+        os.umask(old)
+    files = [p for p in store.root.rglob("*") if p.is_file()] + [tmp_path / f"model{umask:o}.pt"]
+    kinds = {p.name for p in files}
+    assert {"spotlight.json", "0.json", "fields.parquet", "zarr.json"} <= kinds
+    want = 0o666 & ~umask
+    bad = {str(p.relative_to(tmp_path)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
+           if stat.S_IMODE(p.stat().st_mode) != want}
+    assert not bad, f"expected {oct(want)}: {bad}"
+    assert not [p for p in store.root.rglob("*.tmp")]
+
+
+# --------------------------------------------------------------------------- damaged chunks
+@pytest.fixture(scope="module")
+def cluster():
+    """One LocalCluster for the stage runs of this module (workers start once)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as lc:
+        yield lc.scheduler_address
+
+
+def _damage(path, how):
+    if how == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(64))  # zstd magic, garbage frame
+
+
+@pytest.mark.parametrize("how", ["missing", "corrupt"])
+def test_damaged_chunk_is_named_and_skippable(make_store, make_model_file, tmp_path, cluster, how):
+    """Findings 2 and 3: a missing chunk read as zeros and the field was marked done; a corrupt
+    chunk stopped the stage without naming the field (segment: "Zstd decompression error",
+    profile: a traceback), and predict/segment/profile had no --on-error skip."""
+    from click.testing import CliRunner
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.chunks import ChunkError
+    from spotlight_scale.io.store import FieldKey
+    from spotlight_scale.io.tables import read_table
+    from spotlight_scale.pipelines.fieldrun import FieldError
+    from spotlight_scale.pipelines.predict import predict
+
+    store = make_store()
+    bad = FieldKey("P1", "C04", 1)
+    chunk = store.field_url(bad) / "s0" / "c" / "1" / "0" / "0" / "0"  # target, first chunk
+    assert chunk.is_file()
+    _damage(chunk, how)
+    with pytest.raises(ChunkError, match=f"field {bad}.*{chunk}"):
+        store.read(bad, "target")
+    store.read(bad, "signal")  # the other channel's chunks are intact
+
+    # segment: fail names the field and the chunk; skip does the rest and lists the failure
+    runner = CliRunner()
+    args = ["segment", str(store.root), "--image", "target", "--name", "seg",
+            "--cluster", cluster]
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 1
+    line = error_line(r.output)
+    assert f"field {bad}" in line and str(chunk) in line
+    assert ("is missing" if how == "missing" else "cannot be read") in line
+    r = runner.invoke(cli, args + ["--on-error", "skip"])
+    assert r.exit_code == 0, r.output
+    assert "1 failed" in r.output
+    done = store.done_fields("segment", "seg")
+    assert sorted(done) == sorted(k for k in store.fields() if k != bad)
+    fails = read_table(store.table_path("failures_segment_seg"), "field_failures")
+    assert fails[["plate", "well", "field"]].values.tolist() == [["P1", "C04", 1]]
+    assert str(chunk) in fails["error"][0]
+
+    # profile of the ground truth reads the target too
+    out = tmp_path / "prof"
+    r = runner.invoke(cli, ["profile", str(store.root), "--labels", "gt", "--out", str(out),
+                            "--cluster", cluster])
+    assert r.exit_code == 1 and f"field {bad}" in error_line(r.output)
+    r = runner.invoke(cli, ["profile", str(store.root), "--labels", "gt", "--out", str(out),
+                            "--cluster", cluster, "--on-error", "skip"])
+    assert r.exit_code == 0 and "1 failed" in r.output, r.output
+    assert read_table(out / "failures.parquet", "field_failures")["field"].tolist() == [1]
+
+    # predict reads the signal: damage it too
+    sig = store.field_url(bad) / "s0" / "c" / "0" / "1" / "0" / "0"
+    _damage(sig, how)
+    model = make_model_file(store, tmp_path / "model.pt")
+    with pytest.raises(FieldError, match=f"field {bad}"):
+        predict(store.root, model, "p", split="all", tile=(8, 32, 32), overlap=(4, 8, 8),
+                cluster=cluster, progress_stream=None)
+    assert not store.is_done("predict", bad, name="p")
+    res = predict(store.root, model, "p", split="all", tile=(8, 32, 32), overlap=(4, 8, 8),
+                  cluster=cluster, progress_stream=None, on_error="skip")
+    assert res["failed"] == 1 and not store.is_done("predict", bad, name="p")
+    assert sorted(store.done_fields("predict", "p")) == sorted(k for k in store.fields() if k != bad)
+    assert str(sig) in read_table(store.table_path("failures_predict_p"), "field_failures")["error"][0]
+
+
+# --------------------------------------------------------------------------- identity by content
+def _segment(store, cluster, name="seg"):
+    from spotlight_scale.pipelines.segment import segment
+
+    return segment(store.root, image="target", name=name, cluster=cluster, progress_stream=None)
+
+
+def test_reingest_by_content_not_position(tmp_path, make_model_file, cluster):
+    """Finding 1: reordering the manifest, prepending a row or reaching the same files by
+    another path re-ingested every field, deleting its labels while the segment markers
+    stayed ("already done", then "run segment"). Now identity is (plate, well, field) +
+    the files' content; a changed file invalidates exactly that field's derived work."""
+    import shutil
+
+    from test_ingest import SETTINGS, make_raw
+
+    from spotlight_scale.io.store import FieldKey, Store
+    from spotlight_scale.pipelines.ingest import ingest
+    from spotlight_scale.pipelines.predict import predict
+    from spotlight_scale.pipelines.profile import profile
+
+    man = make_raw(tmp_path / "raw", n=3)
+    run = lambda m: ingest(m, tmp_path / "store", SETTINGS, cluster=cluster, progress_stream=None)
+    assert run(man)["done"] == 3
+    store = Store(tmp_path / "store")
+    keys = store.fields()
+    assert _segment(store, cluster)["done"] == 3
+    model = make_model_file(store, tmp_path / "model.pt")
+    predict(store.root, model, "p", split="all", tile=(16, 32, 32), overlap=(4, 8, 8),
+            cluster=cluster, progress_stream=None)
+    prof = tmp_path / "prof"
+    assert profile(store.root, labels="seg", out=prof, cluster=cluster,
+                   progress_stream=None)["done"] == 3
+    labels = {k: store.read_named(k, "labels:seg") for k in keys}
+
+    header, *lines = man.read_text().splitlines()
+    (tmp_path / "raw" / "reordered.csv").write_text("\n".join([header, *lines[::-1]]) + "\n")
+    # prepend a new field, and reach the old files through another folder (a symlink)
+    (tmp_path / "alias").symlink_to(tmp_path / "raw")
+    moved = [ln.replace("s0.tif", str(tmp_path / "alias" / "s0.tif"))
+             .replace("t0.tif", str(tmp_path / "alias" / "t0.tif")) for ln in lines]
+    new_row = "s0.tif,t0.tif,m0.tif,P1,D05,0,train"
+    (tmp_path / "raw" / "prepended.csv").write_text("\n".join([header, new_row, *moved]) + "\n")
+    for name, expect_done in (("reordered.csv", 0), ("prepended.csv", 1)):
+        res = run(tmp_path / "raw" / name)
+        assert (res["done"], res["skipped"], res["changed"]) == (expect_done, 3, {}), (name, res)
+    # a copy of the files elsewhere (new path, new mtime, same bytes) is still the same field
+    shutil.copytree(tmp_path / "raw", tmp_path / "copy", symlinks=True)
+    assert run(tmp_path / "copy" / "manifest.csv")["skipped"] == 3
+    for k in keys:
+        assert store.is_done("segment", k, name="seg")
+        np.testing.assert_array_equal(store.read_named(k, "labels:seg"), labels[k])
+    res = _segment(store, cluster)
+    assert (res["done"], res["skipped"]) == (1, 3)  # only the new field D05
+
+    # change one field's target: that field alone is re-ingested, its derived work removed
+    from test_ingest import VOXEL
+
+    from conftest import blob_field
+    from spotlight_scale.io.tiff import write_imagej
+
+    changed = FieldKey("P1", "B02", 1)  # row 2 of make_raw: t1.tif
+    s, t, m = blob_field((8, 40, 44), 4, np.random.default_rng(99), radius=(2, 5, 5))
+    write_imagej(tmp_path / "copy" / "t1.tif", t, VOXEL)
+    res = run(tmp_path / "copy" / "manifest.csv")
+    assert (res["done"], res["skipped"]) == (1, 2)
+    assert res["changed"] == {changed.id: {"segment": ["seg"], "predict": ["p"]}}
+    assert not store.is_done("segment", changed, name="seg")
+    assert not store.is_done("predict", changed, name="p")
+    assert not (store.root / "predictions" / "p" / "P1.zarr" / changed.path).exists()
+    assert "seg" not in store.labels_names(changed)
+    for k in keys:
+        if k != changed:
+            assert store.is_done("segment", k, name="seg") and store.is_done("predict", k, name="p")
+            np.testing.assert_array_equal(store.read_named(k, "labels:seg"), labels[k])
+    res = _segment(store, cluster)
+    assert (res["done"], res["skipped"]) == (1, 3)
+    # the profiles (outside the store) notice through the input stamps: only that field
+    res = profile(store.root, labels="seg", out=prof, cluster=cluster, progress_stream=None)
+    assert (res["done"], res["skipped"]) == (2, 2)  # the changed field and the new D05
+
+
+def test_ingest_repairs_a_field_marked_done_without_arrays(tmp_path, cluster):
+    """Finding 4 (aftermath): a field left marked done with no arrays made every later ingest
+    and train fail with "re-run ingest" until --overwrite. Ingest now redoes such a field."""
+    import shutil
+
+    from test_ingest import SETTINGS, make_raw
+
+    from spotlight_scale.io.store import Store, StoreError
+    from spotlight_scale.pipelines.ingest import ingest
+
+    man = make_raw(tmp_path / "raw", n=2)
+    ingest(man, tmp_path / "store", SETTINGS, cluster=cluster, progress_stream=None)
+    store = Store(tmp_path / "store")
+    key = store.fields()[0]
+    before = store.read(key, "target")
+    shutil.rmtree(store.field_url(key))
+    with pytest.raises(StoreError, match=str(key)):
+        store.read(key, "target")
+    res = ingest(man, tmp_path / "store", SETTINGS, cluster=cluster, progress_stream=None)
+    assert (res["done"], res["skipped"]) == (1, 1)
+    np.testing.assert_array_equal(store.read(key, "target"), before)
+
+
+# --------------------------------------------------------------------------- the store lock
+def test_lock_names_its_owner_and_detects_stale_locks(tmp_path):
+    """Finding 4: no lock on a store. A second writer now fails at once naming the first."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from spotlight_scale.io.lock import LOCK_NAME, LockError, exclusive
+
+    with exclusive(tmp_path, "ingest"):
+        info = json.loads((tmp_path / LOCK_NAME).read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        with pytest.raises(LockError, match=rf"locked by ingest .*pid {os.getpid()}"):
+            with exclusive(tmp_path, "segment seg"):
+                pass
+    assert not (tmp_path / LOCK_NAME).exists()  # released
+    with pytest.raises(RuntimeError):
+        with exclusive(tmp_path, "ingest"):
+            raise RuntimeError("boom")
+    assert not (tmp_path / LOCK_NAME).exists()  # released on error too
+
+    # a lock left by a killed process on this host is stale
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / LOCK_NAME
+    lock.write_text(json.dumps({"command": "ingest", "host": socket.gethostname(),
+                                "pid": dead.pid, "since": "then"}))
+    with exclusive(tmp_path, "predict p"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    # another host: held while its heartbeat is fresh, stale once it stops
+    lock.write_text(json.dumps({"command": "ingest", "host": "elsewhere", "pid": 1}))
+    with pytest.raises(LockError, match="host elsewhere"):
+        with exclusive(tmp_path, "segment s", stale_after=60):
+            pass
+    old = lock.stat().st_mtime - 3600
+    os.utime(lock, (old, old))
+    with exclusive(tmp_path, "segment s", stale_after=60):
+        pass
+
+
+def test_heartbeat_keeps_a_long_lock_fresh(tmp_path):
+    import time
+
+    from spotlight_scale.io.lock import LOCK_NAME, exclusive
+
+    with exclusive(tmp_path, "ingest", heartbeat=0.05):
+        lock = tmp_path / LOCK_NAME
+        os.utime(lock, (0, 0))
+        time.sleep(0.3)
+        assert time.time() - lock.stat().st_mtime < 5
+
+
+def test_concurrent_ingest_second_writer_fails_at_once(tmp_path):
+    """Finding 4: two concurrent ingests wrote every field twice and one crashed. Now the
+    second fails at once with a clear message; the first completes; readers are not blocked."""
+    import subprocess
+    import sys
+    import time
+
+    from click.testing import CliRunner
+    from test_ingest import make_raw
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.lock import LOCK_NAME
+    from spotlight_scale.io.store import Store
+
+    man = make_raw(tmp_path / "raw", n=4, shape=(10, 64, 64))
+    store_dir = tmp_path / "store"
+    args = ["ingest", str(man), str(store_dir), "--workers", "1", "--chunks", "8,32,32",
+            "--patch", "8,16,16", "--patch-stride", "4,8,8"]
+    first = subprocess.Popen([sys.executable, "-m", "spotlight_scale", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((store_dir / "_done").rglob("*.json")):
+        time.sleep(0.05)
+    assert (store_dir / LOCK_NAME).exists()
+    Store(store_dir).fields()  # a reader is not blocked
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(cli, args)
+    assert time.perf_counter() - t0 < 10 and r.exit_code == 1
+    line = error_line(r.output)
+    assert "locked by ingest" in line and f"pid {first.pid}" in line and "Wait" in line
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    store = Store(store_dir)
+    assert len(store.fields()) == 4 and not (store_dir / LOCK_NAME).exists()
+    for key in store.fields():
+        assert store.read(key, "target").shape == (20, 64, 64)
