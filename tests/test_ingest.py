@@ -24,7 +24,7 @@ VOXEL = (0.58, 0.29, 0.29)
 SETTINGS = IngestSettings(chunks=(8, 32, 32), patch=(8, 16, 16), patch_stride=(4, 8, 8))
 
 
-def make_raw(root: Path, n=4, shape=(6, 40, 44), seed=0, header=None, extra_rows=()):
+def make_raw(root: Path, n=4, shape=(8, 40, 44), seed=0, header=None, extra_rows=()):
     """Write ``n`` fields of TIFFs + manifest.csv (voxel size from ImageJ metadata)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,7 @@ def make_raw(root: Path, n=4, shape=(6, 40, 44), seed=0, header=None, extra_rows
 def test_manifest_errors_name_line_and_file(tmp_path):
     man = make_raw(tmp_path, n=2)
     (tmp_path / "bad.tif").write_bytes(b"II*\x00 this is not a tiff")
-    write_imagej(tmp_path / "small.tif", np.zeros((6, 40, 40), np.uint16), VOXEL)
+    write_imagej(tmp_path / "small.tif", np.zeros((8, 40, 40), np.uint16), VOXEL)
     write_imagej(tmp_path / "flat.tif", np.zeros((1, 40, 44), np.uint16)[0:1], VOXEL)
     rows = [
         "missing.tif,t0.tif,,P1,D02,0,train",      # 4: missing file
@@ -111,7 +111,7 @@ def test_ingest_store_is_valid_ngff_with_stats(ingested):
     keys = store.fields()
     assert [k.id for k in keys] == ["P1/B02/0", "P1/B02/1", "P1/B03/0", "P1/C03/1"]
     assert [k.id for k in store.fields("val")] == ["P1/B03/0"]
-    shape = isotropic_shape((6, 40, 44), VOXEL, 0.29)
+    shape = isotropic_shape((8, 40, 44), VOXEL, 0.29)
     for key in keys:
         v05.Image.from_zarr(plate[key.path])
         v05.Labels.from_zarr(plate[key.path]["labels"])

@@ -4,7 +4,9 @@ Columns (see README): required ``path_signal``, ``path_target``; optional
 ``path_mask``, ``plate``, ``well``, ``field``, ``split``, ``channel_signal``,
 ``channel_target``, ``voxel_z``, ``voxel_y``, ``voxel_x``. Paths are relative to
 the CSV's folder unless absolute. Voxel size comes from the columns, else from
-the TIFF's metadata (ImageJ or OME), else from ``default_voxel_size``.
+the TIFF's metadata (ImageJ or OME), else from ``default_voxel_size``, and must
+lie in a plausible range (:mod:`spotlight_scale.core.validate`). A UTF-8 byte
+order mark (Excel's "CSV UTF-8") is accepted.
 
 Validation reads TIFF headers only (shape, axes, metadata), not pixel data, and
 collects every problem; each message names the CSV line and the file.
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
 
+from ..core.validate import voxel_size_problem
 from .store import FieldKey, canonical_well, check_name
 
 log = logging.getLogger(__name__)
@@ -72,12 +75,11 @@ class ManifestRow:
 def _tiff_header(path: Path, channel: int | None):
     """(shape ZYX, voxel size or None, nbytes) from a TIFF header, or raise ValueError."""
     import numpy as np
-    import tifffile
 
-    from .tiff import _voxel_size
+    from .tiff import _voxel_size, open_tiff
 
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with open_tiff(path) as tif:
             series = tif.series[0]
             axes, shape = series.axes.upper(), list(series.shape)
             voxel = _voxel_size(tif, series)
@@ -89,6 +91,10 @@ def _tiff_header(path: Path, channel: int | None):
                 pages[len(pages) - 1].asarray()
     except FileNotFoundError:
         raise ValueError("file not found") from None
+    except ValueError as exc:
+        if str(exc).startswith(("truncated", "damaged")):
+            raise
+        raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
     except Exception as exc:
         raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
     if "Z" not in axes:
@@ -141,7 +147,7 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
     if on_error not in ("fail", "skip"):
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     try:
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             records = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
@@ -208,27 +214,32 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
             except ValueError as exc:
                 errors.append(f"line {line}: {exc} ({files['path_signal']})")
         field_no = _int_or_none(rec.get("field", ""), "field", line, errors)
+        if field_no is not None and field_no < 0:
+            errors.append(f"line {line}: column 'field' must be 0 or more, got {field_no}")
+            field_no = None
         split = rec.get("split") or "train"
         if split not in SPLITS:
             errors.append(f"line {line}: unknown split {split!r} (expected one of "
                           f"{', '.join(SPLITS)}) ({files['path_signal']})")
         # voxel size: columns, else metadata, else default
-        voxel = None
+        voxel, voxel_from = None, ""
         vcols = [rec.get(f"voxel_{a}", "") for a in "zyx"]
         if any(vcols):
             try:
-                voxel = tuple(float(v) for v in vcols)
-                if min(voxel) <= 0:
-                    raise ValueError
+                voxel, voxel_from = tuple(float(v) for v in vcols), "voxel_z/y/x columns"
             except ValueError:
-                errors.append(f"line {line}: voxel_z/y/x must be three positive numbers, got "
-                              f"{vcols}")
-                voxel = None
+                errors.append(f"line {line}: voxel_z/y/x must be three numbers, got {vcols}")
         if voxel is None and "path_signal" in headers:
             voxel = headers["path_signal"][1] or headers.get("path_target", (None, None))[1]
+            voxel_from = f"the TIFF metadata of {files['path_signal']}"
         if voxel is None and default_voxel_size is not None:
-            voxel = tuple(float(v) for v in default_voxel_size)
-        if voxel is None and not any(vcols):
+            voxel, voxel_from = tuple(float(v) for v in default_voxel_size), "--voxel-size"
+        problem = voxel_size_problem(voxel) if voxel is not None else None
+        if problem:
+            errors.append(f"line {line}: {problem}, from {voxel_from} "
+                          f"({files['path_signal']})")
+            voxel = None
+        elif voxel is None and not any(vcols):
             errors.append(f"line {line}: no voxel size for {files['path_signal']}: add voxel_z/"
                           "voxel_y/voxel_x columns, use TIFFs with ImageJ/OME metadata, or pass "
                           "--voxel-size")

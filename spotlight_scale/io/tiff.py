@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# tifffile logs what it finds wrong with a file ("invalid page offset") and reads on;
+# spotlight-scale collects those messages while it opens a file (open_tiff) and reports
+# them as errors naming the file, instead of letting them reach the terminal
+_TIFF_LOG = logging.getLogger("tifffile")
+_TIFF_LOG.propagate = False
 
 
 class TiffError(ValueError):
@@ -41,6 +59,53 @@ def write_imagej(path: str | Path, volume: np.ndarray, voxel_size: Sequence[floa
     )
 
 
+@contextlib.contextmanager
+def open_tiff(path: str | Path) -> Iterator:
+    """``tifffile.TiffFile`` of ``path``, checked for truncation (:func:`check_complete`);
+    a structural problem tifffile only logs raises ``ValueError``."""
+    import tifffile
+
+    collect = _Collect()
+    _TIFF_LOG.addHandler(collect)
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            list(tif.pages)  # parse every page now, while the messages are collected
+            if collect.messages:
+                raise ValueError(f"damaged or truncated (tifffile: {collect.messages[0]})")
+            check_complete(tif)
+            yield tif
+    finally:
+        _TIFF_LOG.removeHandler(collect)
+
+
+def check_complete(tif) -> None:
+    """Raise ``ValueError`` when the file ends before the image data its header promises.
+
+    A truncated file (an interrupted copy) keeps its header; tifffile then parses
+    fewer pages, or reads a contiguous ImageJ stack past the end of the file.
+    """
+    size = tif.filehandle.size
+    pages = list(tif.pages)
+    need = 0
+    for page in pages:
+        for offset, count in zip(page.dataoffsets, page.databytecounts):
+            need = max(need, int(offset) + int(count))
+    first = pages[0] if pages else None
+    n_images = int((tif.imagej_metadata or {}).get("images", 0) or 0)
+    if first is not None and n_images > 1 and first.compression == 1 and first.dataoffsets:
+        # an uncompressed ImageJ stack is one contiguous block after the first page's data
+        need = max(need, int(first.dataoffsets[0]) + n_images * int(first.nbytes))
+    if need > size:
+        raise ValueError(f"truncated: the file has {size} bytes but its image data needs "
+                         f"{need} (an interrupted copy?)")
+    expected = n_images
+    if not n_images and first is not None and first.size:
+        expected = int(np.prod(tif.series[0].shape)) // int(first.size)
+    if expected > len(pages) and (first is None or first.compression != 1 or not n_images):
+        raise ValueError(f"truncated: the header announces {expected} images, the file "
+                         f"holds {len(pages)}")
+
+
 def read_volume(path: str | Path, channel: int | None = None
                 ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read a z-stack as ZYX and its voxel size (um) from ImageJ or OME metadata, if any.
@@ -50,17 +115,17 @@ def read_volume(path: str | Path, channel: int | None = None
     channel : int, optional
         Channel to take from a multi-channel stack (required when there is more than one).
     """
-    import tifffile
-
     path = Path(path)
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with open_tiff(path) as tif:
             series = tif.series[0]
             axes = series.axes.upper()
             data = series.asarray()
             voxel = _voxel_size(tif, series)
     except FileNotFoundError:
         raise TiffError(f"{path}: file not found") from None
+    except ValueError as exc:
+        raise TiffError(f"{path}: {exc}") from None
     except Exception as exc:  # tifffile raises many kinds on corrupt files
         raise TiffError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
     data = _to_zyx(data, axes, channel, path)
