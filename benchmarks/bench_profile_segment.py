@@ -84,9 +84,9 @@ def main():
     print(f"baseline loop: {base:.1f} nuclei/s; profile 1 worker: {rates[1]:.1f} ({rates[1] / base:.2f}x);"
           f" 2 workers: {rates[2]:.1f} ({rates[2] / base:.2f}x)")
     times = []
-    for _, img in fields:
+    for key, (_, img) in zip(keys, fields):
         t0 = time.perf_counter()
-        watershed_nuclei(img)
+        watershed_nuclei(img, voxel_size=store.voxel_size(key))
         times.append(time.perf_counter() - t0)
     print(f"peak worker RSS: {peaks[1]:.0f} MB (1 worker), {peaks[2]:.0f} MB (2 workers)")
     print(f"watershed: median {np.median(times):.2f} s per field of {fields[0][1].shape} (CPU)")

@@ -10,8 +10,11 @@ from spotlight_scale.chunked.labels import label_chunked, segment_chunked
 from spotlight_scale.cli import cli
 from spotlight_scale.core.matching import average_precision
 from spotlight_scale.core.resample import resample
-from spotlight_scale.core.segment import WatershedConfig, watershed_nuclei
+from spotlight_scale.core.segment import (WatershedConfig, clear_xy_border, estimate_diameter,
+                                          watershed_nuclei)
 from spotlight_scale.core.synth import synth_field
+
+VOXEL = (0.29, 0.29, 0.29)
 
 
 def same_partition(a, b):
@@ -22,9 +25,12 @@ def same_partition(a, b):
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
 
 
-def clear_xy_border(lab):
-    border = np.unique(np.concatenate([lab[:, [0, -1], :].ravel(), lab[:, :, [0, -1]].ravel()]))
-    return np.where(np.isin(lab, border[border > 0]), 0, lab)
+def equivalent_diameters(lab, voxel):
+    """Equivalent diameter (um) of each object's largest XY section."""
+    from skimage.measure import regionprops
+
+    return np.array([2 * np.sqrt((lab[r.slice] == r.label).sum(axis=(1, 2)).max()
+                                 * voxel * voxel / np.pi) for r in regionprops(lab)])
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +43,43 @@ def synthetic():
 
 def test_watershed_on_synthetic_target_reaches_ap_floor(synthetic):
     target, gt = synthetic
-    lab = watershed_nuclei(target)
+    lab = watershed_nuclei(target, voxel_size=VOXEL)
     assert lab.shape == target.shape and lab.dtype == np.uint32
     ap = average_precision(clear_xy_border(gt), lab, [0.5])[0]
     # measured 0.7-0.9 on such fields; a broken recipe (no seeds, no threshold) scores < 0.3
     assert ap > 0.5, ap
-    broken = watershed_nuclei(target, WatershedConfig(min_distance=1, min_volume=1,
-                                                      smoothing_sigma=0))
+    broken = watershed_nuclei(target, WatershedConfig(seed_distance=0.01, min_volume=0,
+                                                      smoothing=0), voxel_size=VOXEL)
     assert average_precision(clear_xy_border(gt), broken, [0.5])[0] < ap
+
+
+def test_estimated_diameter_is_the_nuclei_size(synthetic):
+    target, gt = synthetic
+    true = np.median(equivalent_diameters(clear_xy_border(gt), 0.29))
+    est = estimate_diameter(target, voxel_size=VOXEL)
+    assert abs(est - true) < 0.15 * true, (est, true)
+    # the same field twice as large on a grid twice as fine: the same diameter in um
+    from scipy.ndimage import zoom
+
+    fine = zoom(target, 2, order=1)
+    assert estimate_diameter(fine, voxel_size=0.145) == pytest.approx(est, rel=0.1)
+    # a diameter far from the truth makes the recipe fail (sizes follow the diameter)
+    good = average_precision(clear_xy_border(gt), watershed_nuclei(target, voxel_size=VOXEL),
+                             [0.5])[0]
+    wrong = watershed_nuclei(target, WatershedConfig(diameter_um=4 * est), voxel_size=VOXEL)
+    assert average_precision(clear_xy_border(gt), wrong, [0.5])[0] < good - 0.2
+    assert np.isnan(estimate_diameter(np.zeros((8, 32, 32)), voxel_size=VOXEL))
+    with pytest.raises(ValueError, match="voxel_size"):
+        watershed_nuclei(target, voxel_size=None)
+    with pytest.raises(ValueError, match="diameter_um"):
+        WatershedConfig(diameter_um=-1).validate()
 
 
 def test_post_threshold_and_border_removal(synthetic):
     target, _ = synthetic
-    lab = watershed_nuclei(target, threshold=float(target.max()) + 1)
+    lab = watershed_nuclei(target, threshold=float(target.max()) + 1, voxel_size=VOXEL)
     assert lab.max() == 0  # everything zeroed -> nothing found
-    lab = watershed_nuclei(target)
+    lab = watershed_nuclei(target, voxel_size=VOXEL)
     for face in (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1]):
         assert face.max() == 0
 
@@ -88,6 +116,18 @@ def test_segment_stage(make_store):
     assert lab.shape == store.read(key, "target").shape and lab.max() > 0
     v05.Labels.from_zarr(zarr.open_group(str(store.field_url(key) / "labels"), mode="r"))
     assert store.is_done("segment", key, name="seg")["n_objects"] == len(np.unique(lab)) - 1
+    info = dict(store.open_field(key)["labels"]["seg"].attrs)["spotlight_scale_segmentation"]
+    assert info["diameter_estimated"] is True and info["diameter_um"] > 0
+    assert info["voxel_size_um"] == pytest.approx(store.voxel_size(key))
+    # a given diameter is used as given and recorded so
+    r = runner.invoke(cli, ["segment", str(store.root), "--image", "target", "--name", "seg-d",
+                            "--workers", "1", "--diameter", "3.5"])
+    assert r.exit_code == 0, r.output
+    info = dict(store.open_field(key)["labels"]["seg-d"].attrs)["spotlight_scale_segmentation"]
+    assert info["diameter_um"] == 3.5 and info["diameter_estimated"] is False
+    r = runner.invoke(cli, ["segment", str(store.root), "--image", "target", "--name", "seg-d",
+                            "--diameter", "-2"])
+    assert r.exit_code != 0 and "--diameter" in r.output
     assert "already done" in runner.invoke(cli, args).output
     r = runner.invoke(cli, args[:-2] + ["--threshold", "500"])
     assert r.exit_code != 0 and "other settings" in r.output

@@ -13,6 +13,8 @@ from .options import cluster_options, on_error_option, overwrite_option, store_a
 Examples:
   spotlight-scale segment store/ --image target --name seg-target
   spotlight-scale segment store/ --image prediction:spotlight --name seg-spotlight
+  # nuclei of a known size (um); default: estimated per field, kept in the labels' attributes
+  spotlight-scale segment store/ --image target --name seg-target --diameter 12
   # the paper's post-thresholding (evaluate finds labels named <LABELS>-t<T>):
   spotlight-scale segment store/ --image prediction:fnet --name seg-fnet-t500 --threshold 500
   spotlight-scale segment store/ --image target --name cp --method cellpose \\
@@ -25,6 +27,10 @@ Examples:
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False,
                                                          exists=True),
               help="YAML with watershed parameters (see spotlight_scale.core.segment).")
+@click.option("--diameter", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="UM", help="Expected nucleus diameter in um (watershed); every size of "
+              "the recipe follows from it. Default: estimated per field from the image "
+              "(recorded in the labels' attributes).")
 @click.option("--threshold", type=float, default=None,
               help="Zero intensities below T before segmenting (post-thresholding).")
 @click.option("--cellpose-model", type=click.Path(path_type=Path, exists=True), default=None)
@@ -33,14 +39,15 @@ Examples:
 @cluster_options
 @overwrite_option
 @on_error_option
-def segment(store, image, name, method, config_file, threshold, cellpose_model, split, cluster,
-            cluster_config, workers, overwrite, on_error):
+def segment(store, image, name, method, config_file, diameter, threshold, cellpose_model, split,
+            cluster, cluster_config, workers, overwrite, on_error):
     """Segment nuclei in IMAGE of every field of STORE into NGFF labels NAME."""
     from ..config import resolve_config
     from ..core.segment import WatershedConfig
     from ..pipelines.segment import segment as run_segment
 
-    cfg = resolve_config(WatershedConfig, config_file)
+    cfg = resolve_config(WatershedConfig, config_file,
+                         {} if diameter is None else {"diameter_um": diameter})
     res = run_segment(store, image=image, name=name, method=method, config=cfg,
                       threshold=threshold, cellpose_model=cellpose_model, split=split,
                       cluster=cluster, workers=workers, cluster_config=cluster_config,

@@ -7,6 +7,12 @@ into the prediction's field for ``prediction:NAME``, so that opening either show
 segmentation), with colors and per-nucleus properties, then the ``segment`` marker
 (with a settings fingerprint) last. Fields larger than ``max_voxels`` are segmented
 in overlapping blocks and stitched (:mod:`spotlight_scale.chunked.labels`).
+
+The watershed works in micrometres: the voxel size comes from the store and every
+size from one nucleus diameter, given (``--diameter``) or estimated per field on the
+whole field (:func:`spotlight_scale.core.segment.estimate_diameter`). The diameter
+used, and whether it was estimated, is written into the labels group's attributes
+(key ``spotlight_scale_segmentation``) and into the ``segment`` marker.
 """
 
 from __future__ import annotations
@@ -20,20 +26,24 @@ from typing import Any
 
 import numpy as np
 
-from ..core.segment import WatershedConfig, watershed_nuclei
+from ..core.segment import WatershedConfig, resolve_diameter, watershed_nuclei
 from ..errors import SetupError
 from ..io.store import FieldKey, Store, StoreError, check_name
 
 log = logging.getLogger(__name__)
 
+#: Attribute of ``labels/<NAME>`` with the segmentation settings that made it.
+SEGMENTATION_ATTR = "spotlight_scale_segmentation"
+
 
 def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, threshold,
-                   cellpose_model):
+                   cellpose_model, voxel_size):
     from .. import backend
 
     if method == "watershed":
         x = backend.to_device(image, "auto")
-        return backend.to_host(watershed_nuclei(x, cfg, threshold=threshold))
+        return backend.to_host(watershed_nuclei(x, cfg, voxel_size=voxel_size,
+                                                threshold=threshold))
     if method == "cellpose":
         try:
             from cellpose import models
@@ -60,7 +70,17 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
     store = Store(store_root)
     inputs = store.input_stamp(key, image)
     data = store.read_named(key, image)
-    run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model)
+    voxel = store.voxel_size(key)
+    info: dict[str, Any] = {"method": method, "image": image, "voxel_size_um": list(voxel)}
+    if method == "watershed":
+        # one diameter for the whole field, blocks included
+        try:
+            cfg, estimated = resolve_diameter(data, cfg, voxel_size=voxel, threshold=threshold)
+        except ValueError as exc:
+            raise ValueError(f"field {key} ({image}): {exc}") from None
+        info.update(diameter_um=round(float(cfg.diameter_um), 4),
+                    diameter_estimated=bool(estimated), config=dataclasses.asdict(cfg))
+    run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model, voxel)
     if data.size > max_voxels:
         side = max(64, int(round((max_voxels / data.shape[0]) ** 0.5)))
         labels = segment_chunked(data, run, (data.shape[0], side, side),
@@ -81,9 +101,11 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
                      voxel_size=store.voxel_size(key), chunks_zyx=tuple(raw.chunks[1:]),
                      fmt=store.ngff_format(),
                      properties=label_properties(labels, data, store.voxel_size(key)))
+    dest["labels"][name].attrs[SEGMENTATION_ATTR] = info
     n = int(np.unique(labels[labels > 0]).size)
     store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
-                                     "n_objects": n, "inputs": inputs}, name=name)
+                                     "n_objects": n, "inputs": inputs,
+                                     "diameter_um": info.get("diameter_um")}, name=name)
     return {"field": key.id, "n_objects": n}
 
 
