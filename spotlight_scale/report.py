@@ -10,7 +10,10 @@ report can be re-rendered without the store. Figures follow the paper
 - ``slices.png``: XY and XZ slices of signal / target / predictions with the
   outlines of each image's segmentation (Fig. 2a,c);
 - ``sweep.png``: AP and PSNR of predictions post-thresholded at a range of
-  intensities (Fig. 3b).
+  intensities (Fig. 3b);
+- ``frc.png``: Fourier ring correlation curves (mean over fields) of the target and
+  each prediction, single-image, on the foreground, and prediction vs target, with the
+  1/7 threshold.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("histograms.png", "metrics.png", "slices.png", "sweep.png")
+FIGURES = ("histograms.png", "metrics.png", "slices.png", "sweep.png", "frc.png")
+NOT_RESOLVED = "not resolved"
 
 #: metric -> (axis label, better direction)
 METRIC_LABELS = {
@@ -32,15 +36,20 @@ METRIC_LABELS = {
     "ssim": ("SSIM", "higher"),
     "ssim_fg": ("SSIM, foreground", "higher"),
     "micro_ms3im": ("MicroMS3IM", "higher"),
+    "micro_ms3im_fg": ("MicroMS3IM, foreground", "higher"),
     "frc_um": ("FRC resolution (um)", "lower"),
-    "fsc_um": ("FSC resolution (um)", "lower"),
+    "frc_fg_um": ("FRC resolution, foreground (um)", "lower"),
+    "fsc_um": ("FSC resolution, XY (um)", "lower"),
+    "fsc_z_um": ("FSC resolution, Z (um)", "lower"),
     "frc_vs_target_um": ("FRC vs target (um)", "lower"),
     "ap50": ("AP @ IoU 0.5", "higher"),
     "ap_mean": ("AP, mean IoU 0.5-0.95", "higher"),
     "cosine_nuclei_median": ("Cosine distance, nuclei", "lower"),
 }
-TABLE_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "frc_um", "fsc_um",
-                 "frc_vs_target_um", "ap50", "ap_mean", "cosine_nuclei_median")
+TABLE_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "micro_ms3im_fg",
+                 "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um", "ap50",
+                 "ap_mean", "cosine_nuclei_median")
+RESOLUTIONS = ("frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
 
 
 def _colors(models):
@@ -234,28 +243,87 @@ def plot_sweep(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_frc(summary: dict, path: Path) -> None:
+    """FRC curves (mean over fields): single-image, foreground, prediction vs target."""
+    plt = _plt()
+    curves = summary.get("frc_curves") or {}
+    models = ["target", *summary["predictions"]]
+    colors = _colors(models)
+    panels = (("frc", "single-image FRC"), ("frc_fg", "single-image FRC, foreground"),
+              ("vs_target", "FRC, prediction vs target"))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), sharey=True)
+    for ax, (kind, title) in zip(axes, panels):
+        drawn = False
+        for m in models:
+            c = curves.get(m, {}).get(kind)
+            if not c:
+                continue
+            ax.plot(c["freq"], c["corr"], color=colors[m], lw=2.0 if m == "target" else 1.6,
+                    label=m)
+            drawn = True
+        ax.axhline(1 / 7, color="0.4", ls="--", lw=1, label="1/7")
+        if not drawn:
+            ax.text(0.5, 0.5, "no curve", ha="center", va="center", transform=ax.transAxes,
+                    color="0.4")
+        ax.set_title(title)
+        ax.set_xlabel("spatial frequency (cycles/um)")
+        ax.grid(alpha=0.3)
+        ax.legend(frameon=False, fontsize=8.5)
+    axes[0].set_ylabel("correlation")
+    fig.text(0.5, -0.05, "XY slice with the most target foreground, mean over fields; "
+             "a curve that stays above 1/7 is not resolved at this sampling", ha="center",
+             fontsize=8.5)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------- markdown
-def _fmt(stat: dict, digits: int = 3) -> str:
+def _fmt(stat: dict, digits: int = 3, resolution: bool = False) -> str:
     if stat is None or stat.get("mean") is None:
-        return "-"
-    if stat["n"] > 1:
-        return f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f}"
-    return f"{stat['mean']:.{digits}f}"
+        return NOT_RESOLVED if resolution and stat and stat.get("n_nan") else "-"
+    text = (f"{stat['mean']:.{digits}f} +- {stat['std']:.{digits}f}" if stat["n"] > 1
+            else f"{stat['mean']:.{digits}f}")
+    if resolution and stat.get("n_nan"):
+        text += f" ({stat['n_nan']} field(s) {NOT_RESOLVED})"
+    return text
+
+
+def _is_resolution(model: str, metric: str) -> bool:
+    """A resolution measured on this row (the target has no FRC against itself)."""
+    return metric in RESOLUTIONS and not (model == "target" and metric == "frc_vs_target_um")
 
 
 def summary_table(summary: dict) -> str:
-    """Markdown table: one row per model, mean +- s.d. over fields of each metric."""
+    """Markdown table: one row per model, mean +- s.d. over fields of each metric.
+
+    A resolution that no field could measure reads "not resolved"; one that some
+    fields could not measure says how many.
+    """
     models = ["target", *summary["predictions"]]
-    metrics = [m for m in TABLE_METRICS
-               if any(summary["models"][mod][m]["n"] for mod in models)]
+
+    def measured(mod, m):  # the metric applies to this row (a value, or "not resolved")
+        stat = summary["models"][mod].get(m) or {}
+        return bool(stat.get("n")) or (_is_resolution(mod, m) and bool(stat.get("n_nan")))
+
+    metrics = [m for m in TABLE_METRICS if any(measured(mod, m) for mod in models)]
     head = "| model | " + " | ".join(METRIC_LABELS[m][0] for m in metrics) + " |"
     sep = "|---|" + "---|" * len(metrics)
     lines = [head, sep]
     for mod in models:
-        cells = [_fmt(summary["models"][mod][m], 2 if m.startswith("psnr") else 3)
-                 for m in metrics]
+        cells = [_fmt(summary["models"][mod].get(m), 2 if m.startswith("psnr") else 3,
+                      resolution=_is_resolution(mod, m)) for m in metrics]
         lines.append(f"| {mod} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _scales(summary: dict) -> str:
+    n = summary["settings"].get("ms3im_scales")
+    if n is None:
+        return "the MS-SSIM scales that fit the slices"
+    return (f"{n} MS-SSIM scale(s)" + ("" if n == 5 else
+                                       " (the standard 5 need XY slices of 176 px or more; "
+                                       "the first weights, renormalised)"))
 
 
 def write_report(report_dir: str | Path) -> Path:
@@ -273,6 +341,7 @@ def write_report(report_dir: str | Path) -> Path:
     plot_metric_bars(df, summary, d / "metrics.png")
     plot_slices(slices, summary, d / "slices.png")
     plot_sweep(summary, d / "sweep.png")
+    plot_frc(summary, d / "frc.png")
 
     preds = ", ".join(f"`{p}`" for p in summary["predictions"])
     labels = ", ".join(f"`{p}` -> `{n}`" for p, n in summary["labels"].items()) or "none"
@@ -289,13 +358,20 @@ def write_report(report_dir: str | Path) -> Path:
         summary_table(summary),
         "",
         "PSNR and SSIM use the target's intensity range (predictions are rescaled into it); "
-        "the foreground is target >= Otsu. FRC (XY slice with most foreground) and FSC (volume) "
-        f"resolutions are single-image, bin_delta {summary['settings']['bin_delta']:g}, "
-        "threshold 1/7 (lower is sharper; a curve that never falls below 1/7 reports the "
-        "sampling limit, as noise-free predictions tend to); FRC vs target is the two-image "
-        "FRC of prediction and target on that slice. AP: IoU-matched against the ground truth, "
-        "TP / (TP + FP + FN). The `target` row scores the real target's own segmentation "
-        "and resolution.",
+        "the foreground is target >= Otsu. Foreground SSIM averages only the SSIM windows "
+        "wholly inside the foreground (cubic's definition). MicroMS3IM (cubic/microssim) "
+        f"uses {_scales(summary)} on these "
+        "slices; its foreground value is the same metric on the foreground's bounding box "
+        "(neither library takes a mask). FRC (XY slice with most foreground; foreground: that "
+        "slice weighted by the soft-edged foreground mask) and FSC (volume, XY and Z) "
+        "resolutions are single-image, computed with cubic as miplib does (checkerboard "
+        f"split, calibration, bin_delta {summary['settings']['bin_delta']:g}, threshold 1/7; "
+        "lower is sharper). A curve that never falls below 1/7 has no measurable resolution: "
+        f"\"{NOT_RESOLVED}\" (at this sampling), never a number; noise-free predictions "
+        "usually are. FRC vs target is the two-image FRC of prediction and target on that "
+        "slice. AP: IoU-matched against the ground truth, TP / (TP + FP + FN); "
+        f"{summary['settings'].get('ap_border', 'border objects as segmented')}. The `target` "
+        "row scores the real target's own segmentation and resolution.",
         "",
     ]
     if summary.get("wells"):
@@ -315,6 +391,7 @@ def write_report(report_dir: str | Path) -> Path:
         "Slices with segmentation outlines (Fig. 2a,c):", "", "![slices](slices.png)", "",
         "Intensity histograms (Fig. 3a):", "", "![histograms](histograms.png)", "",
         "Post-thresholding sweep (Fig. 3b):", "", "![sweep](sweep.png)", "",
+        "Fourier ring correlation curves:", "", "![frc](frc.png)", "",
         "Per-field values: `metrics.parquet` (table `metrics`); aggregates: `summary.json`.",
         "",
     ]

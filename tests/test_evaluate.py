@@ -11,6 +11,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from spotlight_scale.core import metrics as M
+from spotlight_scale.core.segment import clear_xy_border
 
 matching = pytest.importorskip("spotlight_scale.core.matching",
                                reason="segmentation matching not available yet")
@@ -121,7 +122,7 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
     summary = evaluate(store, ["good", "blurry"], out=out, profiles=prof, workers=1)
 
     for name in ("report.md", "histograms.png", "metrics.png", "slices.png", "sweep.png",
-                 "metrics.parquet", "summary.json", "slices.npz"):
+                 "frc.png", "metrics.parquet", "summary.json", "slices.npz"):
         assert (out / name).stat().st_size > 0, name
     df = read_table(out / "metrics.parquet", "metrics")
     test_keys = store.fields("test")
@@ -144,19 +145,26 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
             assert row["psnr"] == pytest.approx(M.psnr(target, pred))
             assert row["psnr_fg"] == pytest.approx(M.psnr_foreground(target, pred, fg))
             assert row["ssim"] == pytest.approx(M.ssim(target, pred))
-            assert row["ssim_fg"] == pytest.approx(M.ssim_foreground(target, pred, fg))
+            assert row["ssim_fg"] == pytest.approx(M.ssim_foreground(target, pred, fg),
+                                                   nan_ok=True)
             assert row["micro_ms3im"] == pytest.approx(M.micro_ms3im(target, pred))
+            assert row["micro_ms3im_fg"] == pytest.approx(
+                M.micro_ms3im_foreground(target, pred, fg), nan_ok=True)
             vz, vy, vx = store.voxel_size(key)
-            assert row["fsc_um"] == pytest.approx(M.frc_resolution(pred, spacing=(vz, vy, vx)),
-                                                  nan_ok=True)
             z = int(np.argmax(fg.sum(axis=(1, 2))))
+            assert row["frc_um"] == pytest.approx(or_nan(M.frc_resolution, pred[z], spacing=(vy, vx)),
+                                                  nan_ok=True)
+            assert row["frc_fg_um"] == pytest.approx(
+                or_nan(M.frc_resolution, pred[z] * M.soft_mask(fg[z]), spacing=(vy, vx)), nan_ok=True)
             assert row["frc_vs_target_um"] == pytest.approx(
-                M.frc_resolution(pred[z], target[z], spacing=(vy, vx)), nan_ok=True)
+                or_nan(M.frc_resolution, pred[z], target[z], spacing=(vy, vx)), nan_ok=True)
             lab = store.read_named(key, f"labels:seg-{name}")
-            ap = np.asarray(_ap(gt, lab, AP_THRESHOLDS))
+            # border-cut objects dropped from both sides alike
+            ap = np.asarray(_ap(clear_xy_border(gt), clear_xy_border(lab), AP_THRESHOLDS))
             assert row["ap50"] == pytest.approx(ap[0])
             assert row["ap_mean"] == pytest.approx(ap.mean())
-            assert row["n_pred"] == len(np.unique(lab[lab > 0]))
+            assert row["n_pred"] == len(np.unique(clear_xy_border(lab))) - 1
+            assert row["n_gt"] == len(np.unique(clear_xy_border(gt))) - 1
         trow = df[sel & (df["model"] == "target")].iloc[0]
         assert np.isnan(trow["psnr"])
         assert trow["ap50"] == pytest.approx(1.0)  # seg-target is the ground truth itself
@@ -181,8 +189,24 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
         s = summary["models"][name]
         assert f"{s['psnr']['mean']:.2f} +- {s['psnr']['std']:.2f}" in line
         assert f"{s['ap50']['mean']:.3f}" in line
-    for fig in ("metrics.png", "slices.png", "histograms.png", "sweep.png"):
+    for fig in ("metrics.png", "slices.png", "histograms.png", "sweep.png", "frc.png"):
         assert f"]({fig})" in md
+    # the FRC curves behind frc.png, with a frequency axis in cycles/um up to Nyquist; the
+    # 48-px slices are too small for a single-image curve at bin_delta 5 (3 rings): none
+    vy = store.voxel_size(test_keys[0])[1]
+    for model in ("good", "blurry"):
+        c = summary["frc_curves"][model]["vs_target"]
+        assert len(c["freq"]) == len(c["corr"]) >= 4 and np.all(np.diff(c["freq"]) > 0)
+        assert c["freq"][-1] == pytest.approx(1 / (2 * vy), rel=0.15)
+        assert "frc" not in summary["frc_curves"][model]
+    assert "border" in summary["settings"]["ap_border"]
+    # a resolution no field could measure reads "not resolved", never a number
+    for model in ("target", "good", "blurry"):
+        for metric in ("frc_um", "fsc_um"):
+            st = summary["models"][model][metric]
+            if st["n"] == 0:
+                line = next(ln for ln in md.splitlines() if ln.startswith(f"| {model} |"))
+                assert "not resolved" in line
 
     # feature level by hand: matched nuclei (IoU) -> min-max scaled features -> cosine
     feats = ["Nuclei_AreaShape_Volume", "Nuclei_Intensity_MaxIntensity",
@@ -219,8 +243,9 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
         target = store.read(key, "target").astype(np.float64)
         pred = store.read_named(key, "prediction:blurry")
         psnrs.append(M.psnr(target, M.threshold_below(pred, THRESH)))
-        aps.append(_ap(store.read_named(key, "labels:gt"),
-                       store.read_named(key, f"labels:seg-blurry-t{THRESH:g}"), AP_THRESHOLDS)[0])
+        aps.append(_ap(clear_xy_border(store.read_named(key, "labels:gt")),
+                       clear_xy_border(store.read_named(key, f"labels:seg-blurry-t{THRESH:g}")),
+                       AP_THRESHOLDS)[0])
     assert sweep[("blurry", THRESH)]["psnr"] == pytest.approx(np.mean(psnrs))
     assert sweep[("blurry", THRESH)]["ap50"] == pytest.approx(np.mean(aps))
 
@@ -284,6 +309,14 @@ def test_evaluate_cli_then_cache_then_overwrite(eval_store, tmp_path, monkeypatc
     bad = CliRunner().invoke(cli, ["evaluate", str(store.root), "--prediction", "nope",
                                    "--out", str(out)])
     assert bad.exit_code != 0 and "no prediction named" in bad.output
+
+
+def or_nan(fn, *args, **kwargs):
+    """``fn(...)``, or NaN where the image is too small for it (as evaluate records)."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError:
+        return float("nan")
 
 
 # independent of the pipeline: direct calls into the matching module

@@ -65,12 +65,56 @@ def test_foreground_variants_by_hand(pair):
     p2[~mask] += 200
     assert M.psnr_foreground(t, p2, mask) == pytest.approx(M.psnr_foreground(t, p, mask))
     assert M.psnr(t, p2) < M.psnr(t, p) - 3
-    _, full = structural_similarity(t, p, data_range=r, full=True)
-    assert M.ssim_foreground(t, p, mask) == pytest.approx(full[mask].mean())
     assert np.isnan(M.psnr_foreground(t, p, np.zeros_like(mask)))
     assert np.isnan(M.ssim_foreground(t, p, np.zeros_like(mask)))
     with pytest.raises(ValueError, match="mask"):
         M.psnr_foreground(t, p, mask[:, :5])
+
+
+def test_ssim_foreground_is_cubics_masked_ssim(pair):
+    """cubic averages only windows wholly inside the mask; so does ssim_foreground."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import cubic.metrics as cm
+
+    t, p = pair
+    mask = np.zeros(t.shape, bool)
+    mask[2:11, 5:30, 4:33] = True
+    mask[:, 18:22, 10:14] = False  # a hole: windows around it are out
+    r = t.max() - t.min()
+    ref = cm.ssim(t, p, data_range=r, mask=mask)
+    assert M.ssim_foreground(t, p, mask, data_range=r) == pytest.approx(ref, rel=1e-9)
+    # the other quantity (the map averaged over every mask voxel) differs
+    _, full = structural_similarity(t, p, data_range=r, full=True)
+    assert abs(full[mask].mean() - ref) > 1e-3
+    assert np.isnan(M.ssim_foreground(t, p, np.zeros_like(mask)))
+
+
+def test_micro_ms3im_equals_microssim(pair):
+    """Against juglab's microssim (torchmetrics MS-SSIM inside, float32): 1e-5."""
+    from microssim import MicroMS3IM
+
+    t, p = pair
+    ref = MicroMS3IM()
+    ref.fit(t, p)  # fitted on all slices, as ours
+    betas = M._ms_betas(t.shape[1:])
+    expected = np.mean([float(ref.score(a, b, betas=betas)) for a, b in zip(t, p)])
+    assert M.micro_ms3im(t, p) == pytest.approx(expected, abs=1e-5)
+
+
+def test_micro_ms3im_foreground_is_the_metric_on_the_box(pair):
+    t, p = pair
+    mask = np.zeros(t.shape, bool)
+    mask[3:9, 2:35, 1:34] = True
+    mask[5, 10, 10] = False
+    box = M.foreground_box(mask)
+    assert box == (slice(3, 9), slice(2, 35), slice(1, 34))
+    assert M.micro_ms3im_foreground(t, p, mask) == pytest.approx(M.micro_ms3im(t[box], p[box]))
+    assert M.ms3im_scales((33, 33)) == 2 and M.ms3im_scales((128, 128)) == 4
+    assert M.ms3im_scales((176, 176)) == 5
+    assert np.isnan(M.micro_ms3im_foreground(t, p, np.zeros_like(mask)))
 
 
 def test_shape_mismatch_is_an_error(pair):
@@ -114,54 +158,98 @@ def band_limited(shape, fc, rng):
     return s / s.std()
 
 
-@pytest.mark.parametrize("shape,ring", [((128, 128), 2), ((128, 128), 4), ((96, 96), 3),
-                                        ((32, 64, 64), 2)])
-@pytest.mark.parametrize("single", [False, True])
-def test_frc_finds_a_known_cutoff_within_one_ring(shape, ring, single):
-    """Band-limited noise plus independent noise: the correlation falls at the band limit.
+def cubic_frc():
+    import warnings
 
-    The cut-off sits at the centre of ring ``ring`` (rings are bin_delta=5 samples of
-    1/N wide); the reported resolution 1/f must put f within one ring of it. Single-image
-    FRC measures up to half the Nyquist frequency, so the cut-offs stay below 0.25.
-    """
-    rng = np.random.default_rng(ring + len(shape))
-    width = 5 / max(shape)
-    fc = (ring + 0.5) * width
-    assert fc < 0.25
-    s = band_limited(shape, fc, rng)
-    a = s + 0.7 * rng.normal(size=shape)
-    b = s + 0.7 * rng.normal(size=shape)
-    spacing = 0.5  # physical units: the result scales with the voxel size
-    res = M.frc_resolution(a, spacing=spacing) if single else M.frc_resolution(a, b, spacing=spacing)
-    f = spacing / res  # cycles per voxel
-    assert abs(f - fc) <= width, (f, fc, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from cubic.metrics.spectral import frc
+    return frc
 
 
-def test_frc_orders_resolution_and_rejects_noise():
-    rng = np.random.default_rng(5)
-    coarse = band_limited((128, 128), 0.05, rng) + 0.5 * rng.normal(size=(128, 128))
-    fine = band_limited((128, 128), 0.2, rng) + 0.5 * rng.normal(size=(128, 128))
-    assert M.frc_resolution(coarse) > 2 * M.frc_resolution(fine)
-    # pure noise has no correlated structure at all
-    assert np.isnan(M.frc_resolution(rng.normal(size=(64, 64))))
+@pytest.mark.parametrize("fc", [0.1, 0.2, 0.3])
+def test_two_image_frc_finds_a_known_cutoff(fc):
+    """Band-limited signal plus independent noise in two images: the correlation falls at
+    the band limit. cubic's crossing (Hamming window, spline fit) sits up to 1.5 rings
+    (bin_delta 5 samples of 1/N) above the cut-off: measured 0.9-1.3 rings here."""
+    rng = np.random.default_rng(1)
+    s = band_limited((128, 128), fc, rng)
+    a, b = (s + 0.7 * rng.normal(size=s.shape) for _ in range(2))
+    spacing = 0.5  # physical units: the result scales with the pixel size
+    res = M.frc_resolution(a, b, spacing=spacing)
+    f = spacing / res  # cycles per pixel
+    ring = 5 / 128
+    assert 0 <= f - fc <= 1.5 * ring, (f, fc)
+    assert M.frc_resolution(a, b, spacing=2 * spacing) == pytest.approx(2 * res)
 
 
-def test_fourier_correlation_identical_images_is_one():
+def test_frc_equals_cubic_on_fixed_inputs():
+    """Single- and two-image FRC are cubic's, curve and resolution (float32 inside cubic)."""
+    rng = np.random.default_rng(2)
+    s = band_limited((96, 112), 0.12, rng)
+    a, b = (s + 0.5 * rng.normal(size=s.shape) for _ in range(2))
+    for args in ((a,), (a, b)):
+        ref = cubic_frc().calculate_frc(*[x.astype(np.float64) for x in args], bin_delta=5,
+                                        spacing=[0.29, 0.29])
+        f, c, r = M.fourier_correlation(*args, spacing=0.29)
+        np.testing.assert_allclose(c, ref.correlation["correlation"], rtol=1e-6)
+        np.testing.assert_allclose(f, ref.correlation["frequency"] / (2 * 0.29), rtol=1e-6)
+        assert r == pytest.approx(ref.resolution["resolution"], rel=1e-9)
+        assert np.isfinite(r)
+    # miplib's axis: the single-image halves keep the original pixel size (Nyquist 1/(2*0.29))
+    f, _, _ = M.fourier_correlation(a, spacing=0.29)
+    assert f[-1] == pytest.approx(1 / (2 * 0.29), rel=0.05)
+
+
+def test_frc_that_cannot_cross_is_nan():
     rng = np.random.default_rng(6)
-    x = rng.normal(size=(40, 40))
-    f, c, n = M.fourier_correlation(x, x)
-    np.testing.assert_allclose(c, 1.0)
-    assert np.all(np.diff(f) > 0) and n.sum() > 0
-    # never crossing: the finest sampled period is reported
-    assert M.frc_resolution(x, x) == pytest.approx(1 / f[-1])
+    x = rng.normal(size=(64, 64))
+    f, c, r = M.fourier_correlation(x, x)
+    np.testing.assert_allclose(c, 1.0, rtol=1e-5)  # identical images never fall below 1/7
+    assert np.isnan(r) and np.isnan(M.frc_resolution(x, x))
+    # a noise-free smooth image: both checkerboard halves agree at every ring
+    smooth = band_limited((64, 64), 0.45, rng)
+    from scipy.ndimage import gaussian_filter
+
+    assert np.isnan(M.frc_resolution(gaussian_filter(smooth, 3)))
+    # pure noise: the curve starts below 1/7, nothing to resolve either
+    assert np.isnan(M.frc_resolution(rng.normal(size=(64, 64))))
+    with pytest.raises(ValueError, match="2-D"):
+        M.frc_resolution(np.zeros((4, 16, 16)))
 
 
-def test_resolution_from_curve_interpolates_by_hand():
-    freq = np.array([0.1, 0.2, 0.3, 0.4])
-    corr = np.array([0.9, 0.5, 0.1, 0.0])
-    t = 1 / 7
-    f = 0.2 + (0.5 - t) * 0.1 / (0.5 - 0.1)
-    assert M.resolution_from_curve(freq, corr) == pytest.approx(1 / f)
+def test_frc_orders_resolution():
+    rng = np.random.default_rng(5)
+    s1, s2 = band_limited((128, 128), 0.05, rng), band_limited((128, 128), 0.2, rng)
+    coarse = [s1 + 0.5 * rng.normal(size=s1.shape) for _ in range(2)]
+    fine = [s2 + 0.5 * rng.normal(size=s2.shape) for _ in range(2)]
+    assert M.frc_resolution(*coarse) > 2 * M.frc_resolution(*fine)
+
+
+def test_fsc_equals_cubic_and_finds_the_band_limit():
+    rng = np.random.default_rng(3)
+    s = band_limited((32, 64, 64), 0.15, rng)
+    a, b = (s + 0.7 * rng.normal(size=s.shape) for _ in range(2))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = cubic_frc().fsc_resolution(a, b, bin_delta=5, spacing=[0.29] * 3)
+    xy, z = M.fsc_resolution(a, b, spacing=0.29)
+    assert (xy, z) == pytest.approx((ref["xy"], ref["z"]), rel=1e-9)
+    # isotropic band limit 0.15 cycles/voxel: the crossing sits within 1.5 shells of it
+    # (shells are 5 samples of 1/32 wide here; measured 0.7 shells above for xy and z)
+    for r in (xy, z):
+        assert 0 <= 0.29 / r - 0.15 <= 1.5 * 5 / 32, (xy, z)
+    assert all(np.isnan(M.fsc_resolution(a, a, spacing=0.29)))
+
+
+def test_soft_mask_edges():
+    m = np.zeros((32, 32), bool)
+    m[8:24, 8:24] = True
+    w = M.soft_mask(m, 2.0)
+    assert w[16, 16] == pytest.approx(1.0, abs=1e-3) and w[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert 0.3 < w[8, 16] < 0.7  # the edge is soft
 
 
 # ----------------------------------------------------------------- features
@@ -186,22 +274,3 @@ def test_minmax_scale_and_threshold_below():
     np.testing.assert_array_equal(M.threshold_below(x, 5.0), [0.0, 5.0, 10.0])
 
 
-def test_single_image_curve_matches_theory_in_band():
-    """Checkerboard halves of S + N: in-band correlation = S/(S + N) per frequency sample.
-
-    Signal power 1 spread evenly over the disc |f| < fc; the halves' white noise (variance
-    s2 each) spreads over their frequency square of area (1/2)^2. Undoing the half-pixel
-    shift between the halves is what keeps the in-band curve at this level (without it
-    the curve is damped by cos(2 pi f.shift)).
-    """
-    rng = np.random.default_rng(7)
-    n, fc, s2 = 192, 0.2, 2.0
-    x = band_limited((n, n), fc, rng) + np.sqrt(s2) * rng.normal(size=(n, n))
-    f, c, _ = M.fourier_correlation(x)
-    sig = 1 / (np.pi * fc**2)
-    noise = s2 / 0.25
-    expected = sig / (sig + noise)
-    inband = c[(f > 0.02) & (f < fc - 5 / n)]
-    assert inband.size >= 5
-    assert np.mean(inband) == pytest.approx(expected, abs=0.05)
-    assert np.all(c[f > fc + 5 / n] < 0.1)

@@ -6,16 +6,22 @@ computes, per model (each prediction, plus ``target`` as the reference row):
 
 - **pixel level**, whole field and foreground (``target >= otsu``, Otsu from the
   store's statistics): PSNR and SSIM with the target's range as data range
-  (predictions are already rescaled into it by ``predict``), MicroMS3IM
-  (``cubic``), single-image FRC (the XY slice with the most target
-  foreground) and FSC (the volume) resolutions in um, ``bin_delta`` 5, and the
-  two-image FRC of prediction against target on that slice (the finest period
-  the prediction reproduces: a noise-free prediction has no independent noise
-  between checkerboard halves, so its single-image FRC tends to the sampling
-  limit);
+  (predictions are already rescaled into it by ``predict``; foreground SSIM in
+  cubic's definition, windows wholly inside the foreground), MicroMS3IM
+  (``cubic``; foreground: on the foreground's bounding box), single-image FRC
+  (the XY slice with the most target foreground; foreground FRC: that slice
+  weighted by the soft foreground mask) and FSC (the volume: XY and Z) resolutions
+  in um via ``cubic`` (miplib's conventions, ``bin_delta`` 5; ``nan`` = not
+  resolved at this sampling), and the two-image FRC of prediction against target
+  on that slice (the finest period the prediction reproduces: a noise-free
+  prediction has no independent noise between checkerboard halves, so its
+  single-image FRC is usually not resolved). The FRC curves are kept for the
+  report;
 - **segmentation level**: average precision at IoU 0.50..0.95 of each model's
   labels against the ground truth (``labels:gt``), with
-  :mod:`spotlight_scale.core.matching`;
+  :mod:`spotlight_scale.core.matching`. Objects touching the XY border of the field
+  (cut by the field of view) are dropped from *both* sides first, as the
+  segmentation recipe drops its own (:func:`spotlight_scale.core.segment.clear_xy_border`);
 - **post-thresholding sweep** (paper Fig. 3b): PSNR of each prediction with the
   intensities below ``T`` set to 0 (what ``segment --threshold T`` segments), and
   the AP of labels segmented from it, found by name: ``<LABELS>-t<T>``;
@@ -67,8 +73,15 @@ TARGET = "target"
 SUMMARY_FORMAT = "spotlight-scale-evaluation"
 SUMMARY_VERSION = 1
 #: Metric columns of the ``metrics`` table, in report order.
-PIXEL_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "frc_um", "fsc_um",
-                 "frc_vs_target_um")
+#: ``fsc_um`` is the XY resolution of the FSC, ``fsc_z_um`` its Z resolution.
+PIXEL_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "micro_ms3im_fg",
+                 "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
+#: Resolution columns: NaN means "not resolved at this sampling".
+RESOLUTION_METRICS = ("frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
+#: How objects cut by the field of view are treated in the AP (both sides alike).
+AP_BORDER_RULE = ("objects touching the XY border of the field are dropped from the ground "
+                  "truth and from the segmentation before matching, as the watershed recipe "
+                  "drops its own")
 SEG_METRICS = ("ap_mean", *AP_COLUMNS, "n_gt", "n_pred")
 FEATURE_METRICS = ("n_matched", "cosine_nuclei_median")
 #: Profile feature names that say *where* a nucleus is, not what it looks like:
@@ -208,10 +221,12 @@ def _input_markers(store: Store, key: FieldKey, plan) -> dict:
 
 # =========================================================================== per field
 def _ap(gt: np.ndarray, pred: np.ndarray, thresholds) -> np.ndarray:
-    """AP at each IoU threshold, via :mod:`spotlight_scale.core.matching`."""
+    """AP at each IoU threshold, via :mod:`spotlight_scale.core.matching`, border-cut
+    objects dropped from both label images (:data:`AP_BORDER_RULE`)."""
     from ..core import matching
+    from ..core.segment import clear_xy_border
 
-    res = matching.average_precision(gt, pred, thresholds)
+    res = matching.average_precision(clear_xy_border(gt), clear_xy_border(pred), thresholds)
     if isinstance(res, Mapping):
         res = res["ap"]
     return np.asarray(res, dtype=np.float64).reshape(len(thresholds))
@@ -286,14 +301,34 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
     tlab = _read_labels(store, key, plan["target_labels"])
     base = {**key_columns(key), "split": meta.get("split", "")}
 
-    def resolution(img):
-        return {"frc_um": _safe(M.frc_resolution, img[z_show], bin_delta=bd, spacing=(vy, vx)),
-                "fsc_um": _safe(M.frc_resolution, img, bin_delta=bd, spacing=(vz, vy, vx))}
+    fg_weight = M.soft_mask(fg[z_show])
+    curves: dict[str, dict] = {}
+
+    def frc(name, img, img2=None, key="frc"):
+        try:
+            f, c, r = M.fourier_correlation(img, img2, bin_delta=bd, spacing=(vy, vx))
+        except ValueError as exc:
+            log.debug("FRC skipped: %s", exc)
+            return float("nan")
+        curves.setdefault(name, {})[key] = {"freq": f.tolist(), "corr": c.tolist()}
+        return r
+
+    def resolution(name, img):
+        try:
+            fsc_xy, fsc_z = M.fsc_resolution(img, bin_delta=bd, spacing=(vz, vy, vx))
+        except ValueError as exc:
+            log.debug("FSC skipped: %s", exc)
+            fsc_xy = fsc_z = float("nan")
+        return {"frc_um": frc(name, img[z_show]),
+                "frc_fg_um": frc(name, img[z_show] * fg_weight, key="frc_fg"),
+                "fsc_um": fsc_xy, "fsc_z_um": fsc_z}
 
     def seg(lab):
+        from ..core.segment import clear_xy_border
+
         out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean")}
-        out["n_gt"] = _nobj(gt) if gt is not None else 0
-        out["n_pred"] = _nobj(lab) if lab is not None else 0
+        out["n_gt"] = _nobj(clear_xy_border(gt)) if gt is not None else 0
+        out["n_pred"] = _nobj(clear_xy_border(lab)) if lab is not None else 0
         if gt is not None and lab is not None:
             ap = _ap(gt, lab, thr)
             out.update({c: float(v) for c, v in zip(AP_COLUMNS, ap)})
@@ -301,7 +336,7 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
         return out
 
     rows = [{**base, "model": TARGET, "labels": plan["target_labels"] or "",
-             **{m: float("nan") for m in PIXEL_METRICS}, **resolution(target),
+             **{m: float("nan") for m in PIXEL_METRICS}, **resolution(TARGET, target),
              **seg(tlab), "n_matched": 0, "cosine_nuclei_median": float("nan")}]
     hist = {TARGET: _hist(target, edges)}
     sweep, matches = [], {}
@@ -318,9 +353,9 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
                "ssim": _safe(M.ssim, target, pred, data_range=rng),
                "ssim_fg": _safe(M.ssim_foreground, target, pred, fg, data_range=rng),
                "micro_ms3im": _safe(M.micro_ms3im, target, pred),
-               **resolution(pred),
-               "frc_vs_target_um": _safe(M.frc_resolution, pred[z_show], target[z_show],
-                                         bin_delta=bd, spacing=(vy, vx)),
+               "micro_ms3im_fg": _safe(M.micro_ms3im_foreground, target, pred, fg),
+               **resolution(name, pred),
+               "frc_vs_target_um": frc(name, pred[z_show], target[z_show], key="vs_target"),
                **seg(plab),
                "n_matched": 0, "cosine_nuclei_median": float("nan")}
         if tlab is not None and plab is not None:
@@ -340,7 +375,8 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
                     ap = _ap(gt, store.read_named(key, f"labels:{tname}"), thr)
                     srow["ap50"], srow["ap_mean"] = float(ap[0]), float(np.mean(ap))
             sweep.append(srow)
-    return {"field": field_id, "rows": rows, "sweep": sweep, "hist": hist, "matches": matches}
+    return {"field": field_id, "rows": rows, "sweep": sweep, "hist": hist, "matches": matches,
+            "curves": curves}
 
 
 # =========================================================================== features
@@ -471,12 +507,39 @@ def _summarise(df, models: Sequence[str]) -> dict:
         stats = {}
         for c in (*PIXEL_METRICS, *SEG_METRICS, *FEATURE_METRICS):
             v = sub[c].to_numpy(np.float64)
+            n_nan = int(np.isnan(v).sum())
             v = v[np.isfinite(v)]
             stats[c] = ({"mean": float(v.mean()), "std": float(v.std()),
                          "median": float(np.median(v)), "n": int(v.size)}
                         if v.size else {"mean": None, "std": None, "median": None, "n": 0})
+            stats[c]["n_nan"] = n_nan
         out[m] = stats
     return out
+
+
+def _mean_curves(ordered: Sequence[dict], models: Sequence[str]) -> dict:
+    """Mean FRC curve per model and kind over fields, on the first field's frequency axis."""
+    out: dict[str, dict] = {}
+    for m in models:
+        for kind in ("frc", "frc_fg", "vs_target"):
+            got = [res.get("curves", {}).get(m, {}).get(kind) for res in ordered]
+            got = [g for g in got if g and g["freq"]]
+            if not got:
+                continue
+            f0 = np.asarray(got[0]["freq"])
+            corr = [np.interp(f0, np.asarray(g["freq"]), np.asarray(g["corr"])) for g in got]
+            out.setdefault(m, {})[kind] = {"freq": f0.tolist(),
+                                           "corr": np.mean(corr, axis=0).tolist(),
+                                           "n_fields": len(got)}
+    return out
+
+
+def _ms3im_scales(store: Store, plan: dict) -> int:
+    """MS-SSIM scales MicroMS3IM used on the evaluated fields' XY slices."""
+    from ..core.metrics import ms3im_scales
+
+    shape = store.image(FieldKey.from_id(plan["fields"][0])).shape
+    return ms3im_scales(shape[-2:])
 
 
 def _finite_or_none(obj):
@@ -664,6 +727,7 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
                 entry[c] = float(v.mean()) if v.size else None
             sweep_summary.append(entry)
     hist = {m: np.sum([res["hist"][m] for res in ordered], axis=0).tolist() for m in models}
+    curves = _mean_curves(ordered, models)
     summary = {
         "format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
         "store": str(store.root), "split": split, "predictions": plan["predictions"],
@@ -672,7 +736,10 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
         "target_labels": plan["target_labels"],
         "profiles": {k: str(v) for k, v in prof_paths.items()}, "features": features,
         "settings": {"bin_delta": plan["bin_delta"], "ap_thresholds": list(AP_THRESHOLDS),
-                     "match_iou": MATCH_IOU, "frc_threshold": 1 / 7},
+                     "match_iou": MATCH_IOU, "frc_threshold": 1 / 7,
+                     "ap_border": AP_BORDER_RULE, "ms3im_scales": _ms3im_scales(store, plan),
+                     "resolution_metrics": list(RESOLUTION_METRICS)},
+        "frc_curves": curves,
         "models": _summarise(df, models),
         "wells": wells,
         "histograms": {"edges": plan["hist_edges"], "counts": hist,
