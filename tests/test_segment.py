@@ -119,6 +119,13 @@ def test_segment_stage(make_store):
     info = dict(store.open_field(key)["labels"]["seg"].attrs)["spotlight_scale_segmentation"]
     assert info["diameter_estimated"] is True and info["diameter_um"] > 0
     assert info["voxel_size_um"] == pytest.approx(store.voxel_size(key))
+    # any other image of the field is segmented with the diameter measured on its target
+    r = runner.invoke(cli, ["segment", str(store.root), "--image", "signal", "--name", "seg-s",
+                            "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    info_s = dict(store.open_field(key)["labels"]["seg-s"].attrs)["spotlight_scale_segmentation"]
+    assert info_s["diameter_source"] == "target"
+    assert info_s["diameter_um"] == info["diameter_um"]
     # a given diameter is used as given and recorded so
     r = runner.invoke(cli, ["segment", str(store.root), "--image", "target", "--name", "seg-d",
                             "--workers", "1", "--diameter", "3.5"])

@@ -29,8 +29,9 @@ Examples:
               help="YAML with watershed parameters (see spotlight_scale.core.segment).")
 @click.option("--diameter", type=click.FloatRange(min=0, min_open=True), default=None,
               metavar="UM", help="Expected nucleus diameter in um (watershed); every size of "
-              "the recipe follows from it. Default: estimated per field from the image "
-              "(recorded in the labels' attributes).")
+              "the recipe follows from it. Default: estimated per field on the field's target "
+              "(the real nuclear stain, also when a prediction is segmented), recorded in "
+              "the labels' attributes.")
 @click.option("--threshold", type=float, default=None,
               help="Zero intensities below T before segmenting (post-thresholding).")
 @click.option("--cellpose-model", type=click.Path(path_type=Path, exists=True), default=None)

@@ -15,7 +15,7 @@ Conventions (the paper's, Kalinin et al. 2025):
 - **MicroSSIM / MicroMS3IM** come from ``cubic.metrics`` (the Spotlight authors' port of
   ``juglab/microssim``): we wrap them, we do not reimplement them; tested against
   ``microssim`` itself. Neither library takes a mask: the foreground MicroMS3IM is the
-  same metric on the field cropped to the bounding box of the target foreground.
+  same metric, fitted on the field, scored on the bounding box of the target foreground.
 - **FRC / FSC** come from ``cubic.metrics.spectral`` (the authors' maintained port of
   miplib, Koho et al. 2019, which the paper used): rings ``bin_delta`` frequency samples
   wide (the paper: 5), zero padding to a square, Hamming window, the fixed 1/7
@@ -187,7 +187,12 @@ def _ms_betas(shape_yx, kernel_size: int = 11) -> tuple[float, ...]:
     return tuple(float(v) for v in b / b.sum())
 
 
-def _micro(cls_name: str, target, prediction, *, bg_percentile: float) -> float:
+def _micro(cls_name: str, target, prediction, *, bg_percentile: float, boxes=(None,)
+           ) -> list[float]:
+    """Fit ``cls_name`` on the whole field once; score the XY slices of each box.
+
+    ``boxes``: ``None`` (every slice) or (Z, Y, X) slices; one score per box.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cubic warns once that it falls back to CPU
         import cubic.metrics as cm
@@ -197,18 +202,24 @@ def _micro(cls_name: str, target, prediction, *, bg_percentile: float) -> float:
         raise ValueError(f"MicroSSIM needs 2-D or 3-D (Z, Y, X) images, got {t.ndim}-D")
     stack_t = t[None] if t.ndim == 2 else t
     stack_p = p[None] if p.ndim == 2 else p
-    kwargs = {}
-    if cls_name == "MicroMS3IM":
-        betas = _ms_betas(stack_t.shape[-2:])
-        if not betas:
-            return float("nan")
-        kwargs["betas"] = betas
     metric = getattr(cm, cls_name)(bg_percentile=bg_percentile)
     with np.errstate(all="ignore"):
         metric.fit(stack_t, stack_p)
-        scores = [metric.score(a, b, **kwargs) for a, b in zip(stack_t, stack_p)
-                  if np.ptp(a) > 0]
-    return float(np.mean(scores)) if scores else float("nan")
+    out = []
+    for box in boxes:
+        score_t, score_p = (stack_t, stack_p) if box is None else (stack_t[box], stack_p[box])
+        kwargs = {}
+        if cls_name == "MicroMS3IM":
+            betas = _ms_betas(score_t.shape[-2:])
+            if not betas:
+                out.append(float("nan"))
+                continue
+            kwargs["betas"] = betas
+        with np.errstate(all="ignore"):
+            scores = [metric.score(a, b, **kwargs) for a, b in zip(score_t, score_p)
+                      if np.ptp(a) > 0]
+        out.append(float(np.mean(scores)) if scores else float("nan"))
+    return out
 
 
 def micro_ssim(target, prediction, *, bg_percentile: float = 3) -> float:
@@ -218,7 +229,7 @@ def micro_ssim(target, prediction, *, bg_percentile: float = 3) -> float:
     ``bg_percentile``-th percentile, one range-invariance factor), then the mean of the
     per-slice scores. Constant target slices are skipped.
     """
-    return _micro("MicroSSIM", target, prediction, bg_percentile=bg_percentile)
+    return _micro("MicroSSIM", target, prediction, bg_percentile=bg_percentile)[0]
 
 
 def micro_ms3im(target, prediction, *, bg_percentile: float = 3) -> float:
@@ -227,7 +238,7 @@ def micro_ms3im(target, prediction, *, bg_percentile: float = 3) -> float:
     Fitted and averaged over XY slices like :func:`micro_ssim`. Slices smaller than
     176 pixels use fewer MS-SSIM scales (see :func:`_ms_betas`); below 11 pixels: ``nan``.
     """
-    return _micro("MicroMS3IM", target, prediction, bg_percentile=bg_percentile)
+    return _micro("MicroMS3IM", target, prediction, bg_percentile=bg_percentile)[0]
 
 
 def foreground_box(mask) -> tuple[slice, ...]:
@@ -243,17 +254,28 @@ def foreground_box(mask) -> tuple[slice, ...]:
 
 
 def micro_ms3im_foreground(target, prediction, mask, *, bg_percentile: float = 3) -> float:
-    """:func:`micro_ms3im` on the bounding box of ``mask`` (MicroMS3IM takes no mask).
+    """:func:`micro_ms3im` scored on the bounding box of ``mask`` (MicroMS3IM takes no mask).
 
-    The box keeps the windows on the region of the nuclei; the MS-SSIM scales are those
-    that fit the box (:func:`ms3im_scales`). ``nan`` for an empty mask or a box too small
-    for one scale.
+    The metric is fitted on the whole field, as MicroSSIM's authors advise (background
+    offsets need background), then the XY slices of the box are scored: the box keeps
+    the windows on the region of the nuclei. The MS-SSIM scales are those that fit the
+    box (:func:`ms3im_scales`). ``nan`` for an empty mask or a box too small for one
+    scale.
     """
+    return micro_ms3im_both(target, prediction, mask, bg_percentile=bg_percentile)[1]
+
+
+def micro_ms3im_both(target, prediction, mask, *, bg_percentile: float = 3
+                     ) -> tuple[float, float]:
+    """``(micro_ms3im, micro_ms3im_foreground)`` from one fit (the fit is the slow part)."""
     t, p = _pair(target, prediction)
     box = foreground_box(_mask(mask, t.shape))
-    if any(sl.stop - sl.start == 0 for sl in box):
-        return float("nan")
-    return micro_ms3im(t[box], p[box], bg_percentile=bg_percentile)
+    empty = any(sl.stop - sl.start == 0 for sl in box)
+    if t.ndim == 2:
+        box = (slice(0, 1), *box)
+    scores = _micro("MicroMS3IM", t, p, bg_percentile=bg_percentile,
+                    boxes=(None,) if empty else (None, box))
+    return scores[0], (float("nan") if empty else scores[1])
 
 
 def ms3im_scales(shape_yx) -> int:
@@ -441,7 +463,8 @@ def threshold_below(image, threshold: float, *, fill: float = 0.0) -> np.ndarray
 
 __all__: Sequence[str] = (
     "FRC_THRESHOLD", "data_range", "psnr", "psnr_foreground", "ssim", "ssim_map",
-    "ssim_foreground", "micro_ssim", "micro_ms3im", "micro_ms3im_foreground", "ms3im_scales",
+    "ssim_foreground", "micro_ssim", "micro_ms3im", "micro_ms3im_foreground",
+    "micro_ms3im_both", "ms3im_scales",
     "foreground_box", "fourier_correlation", "frc_resolution", "fsc_resolution", "soft_mask",
     "cosine_distance", "cosine_distances", "minmax_scale", "threshold_below",
 )

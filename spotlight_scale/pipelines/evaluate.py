@@ -253,6 +253,16 @@ def _safe(fn, *args, **kwargs) -> float:
         return float("nan")
 
 
+def _micro_both(target, pred, fg) -> tuple[float, float]:
+    from ..core import metrics as M
+
+    try:
+        return M.micro_ms3im_both(target, pred, fg)
+    except ValueError as exc:
+        log.debug("MicroMS3IM skipped: %s", exc)
+        return float("nan"), float("nan")
+
+
 def _read_labels(store: Store, key: FieldKey, name: str | None, gt: bool = False):
     if name is None:
         return None
@@ -352,8 +362,7 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
                "psnr_fg": M.psnr_foreground(target, pred, fg, data_range=rng),
                "ssim": _safe(M.ssim, target, pred, data_range=rng),
                "ssim_fg": _safe(M.ssim_foreground, target, pred, fg, data_range=rng),
-               "micro_ms3im": _safe(M.micro_ms3im, target, pred),
-               "micro_ms3im_fg": _safe(M.micro_ms3im_foreground, target, pred, fg),
+               **dict(zip(("micro_ms3im", "micro_ms3im_fg"), _micro_both(target, pred, fg))),
                **resolution(name, pred),
                "frc_vs_target_um": frc(name, pred[z_show], target[z_show], key="vs_target"),
                **seg(plab),

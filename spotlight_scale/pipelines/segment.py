@@ -10,7 +10,8 @@ in overlapping blocks and stitched (:mod:`spotlight_scale.chunked.labels`).
 
 The watershed works in micrometres: the voxel size comes from the store and every
 size from one nucleus diameter, given (``--diameter``) or estimated per field on the
-whole field (:func:`spotlight_scale.core.segment.estimate_diameter`). The diameter
+field's target, the real nuclear stain, whichever image is segmented
+(:func:`spotlight_scale.core.segment.estimate_diameter`). The diameter
 used, and whether it was estimated, is written into the labels group's attributes
 (key ``spotlight_scale_segmentation``) and into the ``segment`` marker.
 """
@@ -73,13 +74,19 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
     voxel = store.voxel_size(key)
     info: dict[str, Any] = {"method": method, "image": image, "voxel_size_um": list(voxel)}
     if method == "watershed":
-        # one diameter for the whole field, blocks included
+        # One diameter for the whole field, blocks included, measured on the field's real
+        # nuclear stain (the target) whichever image is segmented: the labels of a
+        # prediction and of its target are then made by the same instrument, and a
+        # prediction that fills the background cannot shrink the nuclei it is judged on.
+        ref = data if image == "target" and threshold is None else store.read(key, "target")
         try:
-            cfg, estimated = resolve_diameter(data, cfg, voxel_size=voxel, threshold=threshold)
+            cfg, estimated = resolve_diameter(ref, cfg, voxel_size=voxel)
         except ValueError as exc:
-            raise ValueError(f"field {key} ({image}): {exc}") from None
+            raise ValueError(f"field {key} (target): {exc}") from None
         info.update(diameter_um=round(float(cfg.diameter_um), 4),
-                    diameter_estimated=bool(estimated), config=dataclasses.asdict(cfg))
+                    diameter_estimated=bool(estimated),
+                    diameter_source="target" if estimated else "given",
+                    config=dataclasses.asdict(cfg))
     run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model, voxel)
     if data.size > max_voxels:
         side = max(64, int(round((max_voxels / data.shape[0]) ** 0.5)))
