@@ -126,7 +126,7 @@ def estimate_diameter(image, *, voxel_size, downscale: int = 2,
     At the segmentation grid (``downscale``), the image is rescaled, smoothed by one
     voxel and thresholded at Otsu. Each connected object that does not touch the XY
     border gives the equivalent diameter ``2 sqrt(A / pi)`` of its largest XY section
-    ``A``. Objects whose section is not convex (solidity < 0.9: touching nuclei merged
+    ``A`` (when every object touches it, as on a small field, all are used). Objects whose section is not convex (solidity < 0.9: touching nuclei merged
     into one) are left out when any convex one is left. The estimate is the
     area-weighted median of these diameters, so bright specks (debris, foci) that
     outnumber the nuclei do not pull it down.
@@ -153,7 +153,10 @@ def estimate_diameter(image, *, voxel_size, downscale: int = 2,
     mask = backend.to_host(smooth >= filters.threshold_otsu(smooth))
     from scipy import ndimage as host_ndi  # the rest is small and per object: on the host
 
-    cc = clear_xy_border(host_ndi.label(mask)[0])
+    cc = host_ndi.label(mask)[0]
+    inner = clear_xy_border(cc)
+    if inner.any():  # a small field whose every object is cut keeps the cut ones
+        cc = inner
     diam, solid = [], []
     for obj in regionprops(cc):
         sections = (cc[obj.slice] == obj.label)
