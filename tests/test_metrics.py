@@ -71,6 +71,23 @@ def test_foreground_variants_by_hand(pair):
         M.psnr_foreground(t, p, mask[:, :5])
 
 
+def test_psnr_and_ssim_equal_cubic(pair):
+    """cubic (the Spotlight authors' library) agrees on PSNR, foreground PSNR and SSIM."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import cubic.metrics as cm
+
+    t, p = pair
+    r = t.max() - t.min()
+    mask = t >= 320
+    assert M.psnr(t, p) == pytest.approx(cm.psnr(t, p, data_range=r), rel=1e-12)
+    assert M.psnr_foreground(t, p, mask) == pytest.approx(cm.psnr(t, p, data_range=r, mask=mask),
+                                                          rel=1e-12)
+    assert M.ssim(t, p) == pytest.approx(cm.ssim(t, p, data_range=r), rel=1e-12)
+
+
 def test_ssim_foreground_is_cubics_masked_ssim(pair):
     """cubic averages only windows wholly inside the mask; so does ssim_foreground."""
     import warnings
