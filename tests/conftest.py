@@ -128,3 +128,20 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+def assert_same_run(run_a, run_b, iterations: int) -> None:
+    """Two training runs (run directories) logged the same losses for iterations 1..N and end
+    with bit-identical weights."""
+    import torch
+
+    from spotlight_scale.models.io import load_model_file
+    from spotlight_scale.train.trainer import read_loss_log
+
+    a, b = read_loss_log(run_a), read_loss_log(run_b)
+    assert [r["iteration"] for r in b] == list(range(1, iterations + 1))
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    ma, _ = load_model_file(run_a / "model.pt")
+    mb, _ = load_model_file(run_b / "model.pt")
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=0, atol=0, msg=k)

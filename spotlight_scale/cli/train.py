@@ -19,6 +19,7 @@ Examples:
   # a YAML config (same keys as the flags; flags win), then continue to more iterations
   spotlight-scale train store/ runs/a --config train.yaml
   spotlight-scale train store/ runs/a --resume --iterations 100000
+  # SIGUSR1/SIGTERM: checkpoint, exit 75; a requeued job continues with --resume auto
   # DDP: torchrun --nproc-per-node 4 -m spotlight_scale train store/ runs/ddp ...
   #      or srun inside an sbatch job (see deploy/slurm/)""")
 @store_argument
@@ -39,7 +40,16 @@ Examples:
 @click.option("--checkpoint-interval", type=int, help="Checkpoint every N iterations [default: 500].")
 @click.option("--num-workers", type=int, help="DataLoader workers [default: 2].")
 @click.option("--augment/--no-augment", default=None, help="XY flips/rotations [default: off].")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoints/latest.pt.")
+@click.option("--cache", type=click.Choice(["auto", "on", "off"]),
+              help="Hold the training fields in device memory and crop patches there (auto: "
+                   "when they fit the budget, else read patches from the store) [default: auto].")
+@click.option("--cache-memory-gb", type=float,
+              help="Budget of the cached training set [default: half the free GPU memory, or "
+                   "half the available RAM shared by the node's ranks].")
+@click.option("--resume", is_flag=False, flag_value="yes", default=None,
+              type=click.Choice(["yes", "auto"]),
+              help="Continue from RUN_DIR/checkpoints/latest.pt; `--resume auto`: continue when "
+                   "a checkpoint exists, else start (for requeued jobs).")
 @overwrite_option
 def train(store, run_dir, config_file, resume, overwrite, **flags):
     """Train F-net on STORE's training fields into RUN_DIR.
@@ -50,10 +60,16 @@ def train(store, run_dir, config_file, resume, overwrite, **flags):
     """
     from ..pipelines.train import resolve_train_config
     from ..pipelines.train import train as run_train
+    from ..train.preempt import EXIT_INTERRUPTED, TrainingInterrupted
 
     if flags.get("patch") is not None:
         flags["patch"] = tuple(int(p) for p in flags["patch"])
     cfg = resolve_train_config(config_file, flags)
-    path = run_train(store, run_dir, cfg, resume=resume, overwrite=overwrite)
+    try:
+        path = run_train(store, run_dir, cfg, resume={"yes": True, None: False}.get(resume, resume),
+                         overwrite=overwrite)
+    except TrainingInterrupted as exc:
+        click.echo(f"train: {exc}", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     if path is not None:
         click.echo(f"train: model written to {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -11,19 +12,23 @@ from ..config import resolve_config, save_config
 from ..io.store import Store
 from ..train.config import TrainConfig
 
+log = logging.getLogger(__name__)
+
 
 def resolve_train_config(config_file=None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Paper defaults <- YAML file <- CLI overrides (unknown keys name themselves)."""
     return resolve_config(TrainConfig, config_file, overrides or {})
 
 
-def train(store: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: bool = False,
-          overwrite: bool = False, progress_stream=sys.stderr) -> Path | None:
+def train(store: str | Path, run_dir: str | Path, cfg: TrainConfig, *,
+          resume: bool | str = False, overwrite: bool = False,
+          progress_stream=sys.stderr) -> Path | None:
     """Train a model from ``store`` into ``run_dir``; returns ``run_dir/model.pt``.
 
     A run directory that already holds a model is refused unless ``resume``
     (continue from ``checkpoints/latest.pt``, e.g. to more iterations) or
-    ``overwrite`` (start again).
+    ``overwrite`` (start again). ``resume="auto"`` resumes when a checkpoint
+    exists and starts otherwise: what a requeued job passes.
     """
     from ..train import distributed as ddp
     from ..train.checkpoint import latest_path
@@ -34,6 +39,10 @@ def train(store: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: b
     main = ddp.detect().is_main
     if overwrite and resume:
         raise ValueError("--resume and --overwrite exclude each other")
+    if resume == "auto":
+        resume = latest_path(run_dir).exists()
+        log.info("--resume auto: %s", f"continuing {latest_path(run_dir)}" if resume
+                 else "no checkpoint yet, starting")
     has_run = (run_dir / "model.pt").exists() or latest_path(run_dir).exists()
     if has_run and not (resume or overwrite):
         raise FileExistsError(f"{run_dir}: already holds a training run; use --resume to continue "
@@ -47,4 +56,4 @@ def train(store: str | Path, run_dir: str | Path, cfg: TrainConfig, *, resume: b
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    return run_training(store, run_dir, cfg, resume=resume, progress_stream=progress_stream)
+    return run_training(store, run_dir, cfg, resume=bool(resume), progress_stream=progress_stream)

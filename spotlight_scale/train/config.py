@@ -37,6 +37,9 @@ class TrainConfig:
     checkpoint_interval: int = 500
     num_workers: int = 2
     log_interval: int = 10
+    # training data path (issue 16): fields cached on the device, or patches read from the store
+    cache: str = "auto"  # auto: cache within the budget, else the store | on | off
+    cache_memory_gb: float | None = None  # budget; None: half the free GPU memory / RAM
 
     @property
     def norm_mode(self) -> str:
@@ -63,6 +66,8 @@ class TrainConfig:
              "device", "cpu, cuda or auto"),
             (self.val_interval >= 1 and self.checkpoint_interval >= 1, "intervals", ">= 1"),
             (self.num_workers >= 0, "num_workers", ">= 0"),
+            (self.cache in ("auto", "on", "off"), "cache", "auto, on or off"),
+            (self.cache_memory_gb is None or self.cache_memory_gb > 0, "cache_memory_gb", "> 0"),
         ]
         for ok, key, what in checks:
             if not ok:

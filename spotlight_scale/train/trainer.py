@@ -21,16 +21,17 @@ import torch
 
 from ..config import config_to_dict
 from ..core.losses import get_loss
-from ..errors import SetupError
 from ..core.normalize import target_range
 from ..io.store import Store
 from ..models.fnet import FNet
 from ..models.io import save_model_file
 from ..progress import Progress
 from . import distributed as ddp
+from .cached import training_stream
 from .checkpoint import latest_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .sampler import TRAIN_SALT, VAL_SALT, PatchDataset, make_loader
+from .preempt import StopRequest, TrainingInterrupted
+from .sampler import VAL_SALT, PatchDataset
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,24 @@ def _read_log(path: Path, upto: int) -> list[dict]:
 
 def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
                  progress_stream=sys.stderr) -> Path | None:
-    """Train F-net on the store's training fields; returns the model path (rank 0)."""
+    """Train F-net on the store's training fields; returns the model path (rank 0).
+
+    SIGUSR1 or SIGTERM from the start of this call on: every rank stops after the
+    same iteration, rank 0 saves the checkpoint and :class:`TrainingInterrupted`
+    is raised (see :mod:`spotlight_scale.train.preempt`).
+    """
+    with StopRequest() as stop:
+        return _train(store_root, run_dir, cfg, resume=resume, progress_stream=progress_stream,
+                      stop=stop)
+
+
+def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stream,
+           stop: StopRequest) -> Path | None:
     cfg.validate()
     run_dir = Path(run_dir)
     store = Store(store_root)
     env = ddp.detect()
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SetupError("--device cuda requested but torch sees no CUDA GPU")
-        device = f"cuda:{env.local_rank}"
-        torch.cuda.set_device(device)
+    device = ddp.resolve_device(cfg.device, env)
     if cfg.batch_size % env.world:
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {env.world} ranks")
     local = cfg.batch_size // env.world
@@ -85,8 +91,6 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
 
     train_keys, val_keys = _split_fields(store)
     norm, mode = cfg.norm_mode, cfg.sampling_mode
-    train_ds = PatchDataset(store, train_keys, cfg.patch, mode=mode, norm=norm, seed=cfg.seed,
-                            salt=TRAIN_SALT, augment=cfg.augment)
     val_ds = PatchDataset(store, val_keys, cfg.patch, mode=mode, norm=norm, seed=cfg.seed,
                           salt=VAL_SALT)
     torch.manual_seed(cfg.seed)
@@ -97,8 +101,8 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
     start = 0
     if resume:
         ck = load_checkpoint(run_dir)
-        saved = {k: v for k, v in ck["config"].items() if k not in ("iterations", "device",
-                                                                     "num_workers")}
+        saved = {k: v for k, v in ck["config"].items()
+                 if k not in ("iterations", "device", "num_workers", "cache", "cache_memory_gb")}
         now = {k: v for k, v in config_to_dict(cfg).items() if k in saved}
         diff = sorted(k for k in saved if saved[k] != now.get(k))
         if diff:
@@ -145,9 +149,10 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
         model.train()
         return total / max(len(val_batches), 1)
 
-    loader = make_loader(train_ds, batch_size=cfg.batch_size, rank=env.rank, world=env.world,
-                         start_iteration=start, iterations=cfg.iterations,
-                         num_workers=cfg.num_workers)
+    loader, path = training_stream(store, train_keys, cfg, device=device, rank=env.rank,
+                                   world=env.world, local_ranks=env.local_world,
+                                   start_iteration=start)
+    log.info("training data: %s", "cached on the device" if path == "cached" else "store-backed")
     progress = Progress(cfg.iterations, "it", desc=f"train {cfg.loss}", initial=start,
                         stream=progress_stream if env.is_main else None)
     t0 = time.perf_counter()
@@ -166,10 +171,11 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
                 loss.backward()
             total += float(loss.detach())
         opt.step()
-        if env.world > 1:
-            t = torch.tensor([total], device=device)
+        stopping = stop.requested
+        if env.world > 1:  # the stop flag travels with the loss: all ranks stop together
+            t = torch.tensor([total, float(stopping)], device=device)
             torch.distributed.all_reduce(t)
-            total = float(t) / env.world
+            total, stopping = float(t[0]) / env.world, bool(t[1] > 0)
         if not math.isfinite(total):
             raise FloatingPointError(f"training loss became {total} at iteration {it}")
         row = {"iteration": it, "train_loss": f"{total:.8g}", "val_loss": "",
@@ -178,10 +184,15 @@ def run_training(store_root, run_dir, cfg: TrainConfig, *, resume: bool = False,
             row["val_loss"] = f"{validate():.8g}"
         rows.append(row)
         progress.update(1, extra=f"loss {total:.4f}")
-        if env.is_main and (it % cfg.checkpoint_interval == 0 or it == cfg.iterations):
+        if env.is_main and (stopping or it % cfg.checkpoint_interval == 0
+                            or it == cfg.iterations):
             save_checkpoint(run_dir, model=model, optimizer=opt, iteration=it,
                             config=config_to_dict(cfg))
             write_log()
+        if stopping and it < cfg.iterations:
+            progress.close()
+            ddp.shutdown(env)
+            raise TrainingInterrupted(it, stop.signum, latest_path(run_dir))
     progress.close()
     out = None
     if env.is_main:
