@@ -25,6 +25,8 @@ alive() {  # pidfile name -> running and really that daemon
 }
 
 configure() {
+  # cred_expire: a requeued job waits cred_expire + 1 s before it starts again (default 120):
+  # 10 s lets the preemption test see the requeued run without a 2-minute pause
   mkdir -p "$D"/{etc,run,log,state,spool} /run/munge
   chown munge:munge /run/munge; chmod 0755 /run/munge
   if [ ! -f /etc/munge/munge.key ]; then
@@ -37,6 +39,7 @@ configure() {
 ClusterName=spotlight
 SlurmctldHost=${HOST}(127.0.0.1)
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

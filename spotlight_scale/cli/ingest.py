@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, on_error_option, overwrite_option, parse_triple
+from .options import (cluster_options, on_error_option, overwrite_option, parse_triple,
+                      shard_option)
 
 
 @click.command(epilog="""\b
@@ -34,10 +35,12 @@ Examples:
 @click.option("--voxel-size", callback=parse_triple, default=None,
               help="Fallback voxel size Z,Y,X in um when neither the manifest nor the TIFF says.")
 @cluster_options
+@shard_option
 @overwrite_option
 @on_error_option
 def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_stride,
-           min_foreground, voxel_size, cluster, cluster_config, workers, overwrite, on_error):
+           min_foreground, voxel_size, cluster, cluster_config, workers, shard, overwrite,
+           on_error):
     """Convert the fields of MANIFEST into OME-Zarr HCS plates in STORE.
 
     Each field becomes a CZYX image (channels signal, target) with a pyramid,
@@ -56,7 +59,7 @@ def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_s
                               min_fraction=min_foreground, ngff=ngff)
     res = run_ingest(manifest, store, settings, voxel_size=voxel_size, cluster=cluster,
                      workers=workers or 2, cluster_config=cluster_config,
-                     overwrite=overwrite, on_error=on_error)
+                     overwrite=overwrite, on_error=on_error, shard=shard)
     click.echo(f"ingest: {res['done']} field(s) written, {res['skipped']} already done, "
                f"{res['failed']} failed -> {res['store']}")
     if res["failed"] and on_error == "fail":

@@ -39,6 +39,28 @@ def cluster_options(f):
     return f
 
 
+def parse_shard(ctx, param, value):
+    """Click callback: ``"3/8"`` -> ``(3, 8)``."""
+    if value is None:
+        return None
+    i, sep, n = str(value).partition("/")
+    try:
+        shard = (int(i), int(n))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard[0] < shard[1]:
+        raise click.BadParameter(f"expected I/N with 0 <= I < N, got {value!r}")
+    return shard
+
+
+def shard_option(f):
+    """``--shard I/N``: the fields a SLURM array task does (see ``deploy slurm``)."""
+    return click.option(
+        "--shard", callback=parse_shard, default=None, metavar="I/N",
+        help="Only fields I, I+N, I+2N, ... (a job-array task: I=$SLURM_ARRAY_TASK_ID); "
+             "store-level tables are left to one run without --shard afterwards.")(f)
+
+
 def overwrite_option(f):
     return click.option("--overwrite", is_flag=True,
                         help="Redo work already marked done (otherwise it is skipped).")(f)

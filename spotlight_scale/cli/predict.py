@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .options import (cluster_options, on_error_option, overwrite_option, parse_triple,
-                      store_argument)
+                      shard_option, store_argument)
 
 
 @click.command(epilog="""\b
@@ -31,10 +31,11 @@ Examples:
               show_default=True)
 @click.option("--batch-size", type=int, default=1, show_default=True, help="Tiles per forward.")
 @cluster_options
+@shard_option
 @overwrite_option
 @on_error_option
 def predict(store, run_dir, name, split, tile, overlap, device, batch_size, cluster,
-            cluster_config, workers, overwrite, on_error):
+            cluster_config, workers, shard, overwrite, on_error):
     """Predict the Hoechst channel of STORE's fields with the model in RUN_DIR.
 
     Writes STORE/predictions/NAME/<PLATE>.zarr (an HCS plate mirroring the raw
@@ -47,6 +48,6 @@ def predict(store, run_dir, name, split, tile, overlap, device, batch_size, clus
     res = run_predict(store, run_dir, name, split=split, tile=tile, overlap=overlap,
                       cluster=cluster, workers=workers, cluster_config=cluster_config,
                       device=device, overwrite=overwrite, batch_size=batch_size,
-                      on_error=on_error)
+                      on_error=on_error, shard=shard)
     click.echo(f"predict {name}: {res['done']} field(s) predicted, {res['skipped']} already "
                f"done, {res['failed']} failed")

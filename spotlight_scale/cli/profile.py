@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, on_error_option, overwrite_option, store_argument
+from .options import (cluster_options, on_error_option, overwrite_option, shard_option,
+                      store_argument)
 
 
 @click.command(epilog="""\b
@@ -32,16 +33,17 @@ Examples:
 @click.option("--granularity", is_flag=True,
               help="Add CellProfiler's granularity spectrum (16 features; slow).")
 @cluster_options
+@shard_option
 @overwrite_option
 @on_error_option
 def profile(store, labels, image, out, split, texture, granularity, cluster, cluster_config,
-            workers, overwrite, on_error):
+            workers, shard, overwrite, on_error):
     """Measure every nucleus of LABELS in STORE and write Parquet profiles to --out."""
     from ..pipelines.profile import profile as run_profile
 
     res = run_profile(store, labels=labels, image=image, out=out, split=split,
                       texture=texture, granularity=granularity, cluster=cluster,
                       workers=workers, cluster_config=cluster_config, overwrite=overwrite,
-                      on_error=on_error)
+                      on_error=on_error, shard=shard)
     click.echo(f"profile {labels}: {res['done']} field(s), {res['rows']} nuclei, "
                f"{res['skipped']} already done, {res['failed']} failed -> {res['out']}")

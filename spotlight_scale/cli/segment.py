@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import cluster_options, on_error_option, overwrite_option, store_argument
+from .options import (cluster_options, on_error_option, overwrite_option, shard_option,
+                      store_argument)
 
 
 @click.command(epilog="""\b
@@ -38,10 +39,11 @@ Examples:
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
               show_default=True)
 @cluster_options
+@shard_option
 @overwrite_option
 @on_error_option
 def segment(store, image, name, method, config_file, diameter, threshold, cellpose_model, split,
-            cluster, cluster_config, workers, overwrite, on_error):
+            cluster, cluster_config, workers, shard, overwrite, on_error):
     """Segment nuclei in IMAGE of every field of STORE into NGFF labels NAME."""
     from ..config import resolve_config
     from ..core.segment import WatershedConfig
@@ -52,6 +54,6 @@ def segment(store, image, name, method, config_file, diameter, threshold, cellpo
     res = run_segment(store, image=image, name=name, method=method, config=cfg,
                       threshold=threshold, cellpose_model=cellpose_model, split=split,
                       cluster=cluster, workers=workers, cluster_config=cluster_config,
-                      overwrite=overwrite, on_error=on_error)
+                      overwrite=overwrite, on_error=on_error, shard=shard)
     click.echo(f"segment {name}: {res['done']} field(s), {res['objects']} nuclei, "
                f"{res['skipped']} already done, {res['failed']} failed")

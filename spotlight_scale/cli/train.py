@@ -21,7 +21,7 @@ Examples:
   spotlight-scale train store/ runs/a --resume --iterations 100000
   # SIGUSR1/SIGTERM: checkpoint, exit 75; a requeued job continues with --resume auto
   # DDP: torchrun --nproc-per-node 4 -m spotlight_scale train store/ runs/ddp ...
-  #      or srun inside an sbatch job (see deploy/slurm/)""")
+  #      or srun inside an sbatch job (spotlight-scale deploy slurm --stage train)""")
 @store_argument
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False,

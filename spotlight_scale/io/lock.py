@@ -19,6 +19,12 @@ look at the lock. A lock is *stale* (and taken over, with a warning) when
 
 Taking over a stale lock happens under a short ``flock`` on a guard file, so
 two processes that find the same stale lock cannot both take it.
+
+The tasks of a SLURM job array (``--shard I/N``, each writing its own fields)
+hold ``DIR/spotlight.shard-I-of-N.lock`` instead: shards coexist, while an
+unsharded writer and any shard exclude each other. Each creates its own lock
+first and then looks for a live lock of the other kind, backing off (releasing
+its own, :class:`LockError`) if it finds one; so two of them never both proceed.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Iterator
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "spotlight.lock"
+SHARD_LOCK = "spotlight.shard-{}-of-{}.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 600.0
 
@@ -154,18 +161,37 @@ class _Heartbeat(threading.Thread):
                 os.utime(self.path)
 
 
+def is_lock_file(name: str) -> bool:
+    """Whether a directory entry is one of this module's files (a lock, its guard or temp)."""
+    return name == LOCK_NAME or name.startswith((".spotlight.lock", "spotlight.shard-"))
+
+
+def _live_other(directory: Path, shard, stale_after: float) -> dict | None:
+    """A live lock that excludes a writer of ``shard``: for an unsharded writer any shard's,
+    for a shard the unsharded writer's."""
+    others = ([directory / LOCK_NAME] if shard is not None
+              else sorted(directory.glob(SHARD_LOCK.format("*", "*"))))
+    for other in others:
+        info = read_lock(other)
+        if info is not None and stale_reason(other, info, stale_after=stale_after) is None:
+            return info
+    return None
+
+
 @contextlib.contextmanager
-def exclusive(directory: str | Path, command: str, *, heartbeat: float = HEARTBEAT_S,
+def exclusive(directory: str | Path, command: str, *, shard: tuple[int, int] | None = None,
+              heartbeat: float = HEARTBEAT_S,
               stale_after: float = STALE_AFTER_S) -> Iterator[Path]:
     """Hold ``directory/spotlight.lock`` for ``command`` while the block runs.
 
     Creates ``directory`` if needed. Raises :class:`LockError` at once when a
     live process holds the lock; a stale lock is taken over with a warning.
     The lock is removed on exit (also on error), if it is still ours.
+    ``shard=(i, n)``: a job-array task's lock (see the module docstring).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_NAME
+    path = directory / (LOCK_NAME if shard is None else SHARD_LOCK.format(*shard))
     payload = {"command": command, "user": _user(), "host": socket.gethostname(),
                "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
                "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -191,6 +217,15 @@ def exclusive(directory: str | Path, command: str, *, heartbeat: float = HEARTBE
     else:
         raise LockError(f"{directory}: could not take {path} (held by "
                         f"{describe(read_lock(path) or {})})")
+    other = _live_other(directory, shard, stale_after)
+    if other is not None:
+        if (read_lock(path) or {}).get("token") == payload["token"]:
+            path.unlink(missing_ok=True)
+        raise LockError(
+            f"{directory} is locked by {describe(other)}: "
+            f"{'an unsharded run' if shard is not None else 'a job-array task (--shard)'} is "
+            "writing to it. Wait until it finishes; if that process is gone for good, remove "
+            "its lock file")
     beat = _Heartbeat(path, heartbeat)
     beat.start()
     try:

@@ -209,12 +209,13 @@ class Store:
                 "run `spotlight-scale ingest MANIFEST STORE` first"
             )
 
-    def writing(self, command: str):
+    def writing(self, command: str, shard: tuple[int, int] | None = None):
         """Context manager holding the store's lock while ``command`` writes into it
-        (:func:`spotlight_scale.io.lock.exclusive`); readers are not blocked."""
+        (:func:`spotlight_scale.io.lock.exclusive`; ``shard``: a job-array task's lock);
+        readers are not blocked."""
         from .lock import exclusive
 
-        return exclusive(self.root, command)
+        return exclusive(self.root, command, shard=shard)
 
     # ------------------------------------------------------------------ basics
     @property

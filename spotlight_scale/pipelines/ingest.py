@@ -41,6 +41,7 @@ import numpy as np
 
 from ..io.manifest import ManifestRow, read_manifest
 from ..io.store import Store
+from . import take_shard
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +260,14 @@ def _check_rows(rows: list[ManifestRow], settings: IngestSettings, failures: lis
 
 def _check_target(store_root: Path) -> None:
     """Refuse to turn a folder that holds other things into a store."""
+    from ..io.lock import is_lock_file
     from ..io.store import STORE_MANIFEST
 
     if store_root.exists() and not store_root.is_dir():
         raise ValueError(f"{store_root}: exists and is not a directory")
     if store_root.is_dir() and not (store_root / STORE_MANIFEST).exists():
-        entries = sorted(p.name for p in store_root.iterdir())
+        # lock files: another job-array task may be creating this store right now
+        entries = sorted(p.name for p in store_root.iterdir() if not is_lock_file(p.name))
         if entries:
             raise ValueError(
                 f"{store_root}: this folder is not a spotlight-scale store (no {STORE_MANIFEST}) "
@@ -275,7 +278,8 @@ def _check_target(store_root: Path) -> None:
 def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSettings | None = None,
            *, voxel_size=None, cluster: str = "local", workers: int | None = 2,
            cluster_config: str | None = None, overwrite: bool = False,
-           on_error: str = "fail", progress_stream=sys.stderr) -> dict[str, Any]:
+           on_error: str = "fail", shard: tuple[int, int] | None = None,
+           progress_stream=sys.stderr) -> dict[str, Any]:
     """Ingest every field of ``manifest`` into the store at ``store_root``.
 
     Parameters
@@ -294,6 +298,10 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         Redo every field (and accept new settings on an existing store).
     on_error : {"fail", "skip"}
         ``skip`` ingests valid rows and writes ``tables/failures.parquet``.
+    shard : (i, n), optional
+        Only rows ``i, i + n, ...`` of the manifest (a job-array task); the fields
+        table, plate metadata and failures table are left to an unsharded run
+        (see :func:`spotlight_scale.pipelines.take_shard`).
 
     Returns
     -------
@@ -319,10 +327,11 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         raise ValueError(f"--voxel-size {','.join(map(str, voxel_size))}: "
                          f"{voxel_size_problem(voxel_size)}")
     rows, failures = read_manifest(manifest, default_voxel_size=voxel_size, on_error=on_error)
-    rows = _check_rows(rows, settings, failures, on_error)
+    rows = take_shard(_check_rows(rows, settings, failures, on_error), shard)
+    finalize = finalize_store if shard is None else (lambda store: None)
     store_root = Path(store_root)
     _check_target(store_root)
-    with exclusive(store_root, "ingest"):
+    with exclusive(store_root, "ingest", shard=shard):
         store = Store(store_root, create=True, ngff=settings.ngff, settings=settings.as_dict())
         _accept_settings(store, settings, overwrite)
 
@@ -359,10 +368,10 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
                 workers=workers, cluster_config=cluster_config, progress_stream=progress_stream,
                 describe=lambda r: f"{r.key} (manifest line {r.line}, {r.path_signal})",
                 record=record, error=FieldError, nbytes="raw_bytes",
-                on_failure=(lambda: store.fields() and finalize_store(store),
+                on_failure=(lambda: store.fields() and finalize(store),
                             "rewriting the plate metadata and fields table"))
             if store.fields():
-                finalize_store(store)
+                finalize(store)
             failures += task_failures
             for row, res in results:
                 if res["status"] == "unchanged":
@@ -380,12 +389,15 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
                                 f"; removed what was made from it ({made}): re-run those "
                                 "stages" if made else "")
         elif store.fields():
-            finalize_store(store)
-        if failures:
+            finalize(store)
+        if failures and shard is None:  # the whole manifest's table: by an unsharded run
             write_table(pd.DataFrame(failures), store.table_path("failures"), "failures")
             log.warning("ingest: %d row(s) failed; see %s", len(failures),
                         store.table_path("failures"))
-        elif store.table_path("failures").exists():
+        elif failures:
+            log.warning("ingest: %d row(s) of this shard failed (the run without --shard "
+                        "lists them)", len(failures))
+        elif store.table_path("failures").exists() and shard is None:
             store.table_path("failures").unlink()
     return {"done": done, "skipped": skipped, "failed": len(failures), "raw_bytes": raw_bytes,
             "changed": changed, "seconds": time.perf_counter() - t0, "store": str(store_root)}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..io.store import PREDICTION_CHANNEL, FieldKey, Store, check_name
+from . import take_shard
 from .fieldrun import FieldError
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def select_fields(store: Store, split: str) -> list[FieldKey]:
 def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT_TILE,
             overlap=DEFAULT_OVERLAP, cluster: str = "local", workers: int | None = None,
             cluster_config=None, device: str = "auto", overwrite: bool = False,
-            batch_size: int = 1, on_error: str = "fail",
+            batch_size: int = 1, on_error: str = "fail", shard: tuple[int, int] | None = None,
             progress_stream=sys.stderr) -> dict[str, Any]:
     """Predict the target of every selected field with the model in ``run_dir``.
 
@@ -160,7 +161,9 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
     ``STORE/tables/failures_predict_<NAME>.parquet``. Returns counts ``done``,
     ``skipped``, ``failed``, ``voxels`` (of the fields predicted),
     ``computed_voxels`` (what the network computed: tile overlap and divisor
-    padding included) and ``seconds``.
+    padding included) and ``seconds``. ``shard=(i, n)``: only fields ``i, i + n,
+    ...`` (a job-array task); plate metadata and the failures table are left to an
+    unsharded run.
     """
     import time
 
@@ -179,9 +182,10 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
     load_model_file(model_path)  # weights must fit the recorded configuration
     sha = model_sha256(model_path)
     divisor = 2 ** int(meta["model_config"]["depth"])
-    keys = select_fields(store, split)
-    plan_tiles(store.field_meta(keys[0])["shape_zyx"], tile=tile, overlap=overlap,
-               divisor=divisor)  # validate tiling before any work
+    keys = take_shard(select_fields(store, split), shard)
+    for key in keys[:1]:  # validate tiling before any work
+        plan_tiles(store.field_meta(key)["shape_zyx"], tile=tile, overlap=overlap,
+                   divisor=divisor)
     done_all = store.done_fields("predict", name)
     others = sorted(k for k, m in done_all.items() if m.get("model_sha256") != sha)
     if others and not overwrite:
@@ -196,7 +200,8 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
             f"prediction {name!r} also holds {len(outside)} field(s) outside --split {split} "
             f"made by another model (e.g. {outside[0]}); replacing only split {split!r} would "
             "mix two models under one name: use --split all with --overwrite, or another --name")
-    with store.writing(f"predict {name}"):
+    finalize = finalize_predictions if shard is None else (lambda store, name: None)
+    with store.writing(f"predict {name}", shard=shard):
         todo, skipped = [], 0
         for key in keys:
             done = done_all.get(key)
@@ -233,9 +238,11 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
                 cluster=cluster, workers=workers, cluster_config=cluster_config,
                 progress_stream=progress_stream, error=PredictError, on_result=rate,
                 describe=lambda k: f"{k} ({store.field_url(k)})",
-                on_failure=(lambda: finalize_predictions(store, name),
+                on_failure=(lambda: finalize(store, name),
                             f"rewriting the plate metadata of prediction {name!r}"))
+        if shard is None:  # also after a job array, whose tasks leave this to this run
             finalize_predictions(store, name)
-        write_failures(store.table_path(f"failures_predict_{name}"), failures, "predict", name)
+            write_failures(store.table_path(f"failures_predict_{name}"), failures, "predict",
+                           name)
     return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
             "voxels": voxels, "computed_voxels": computed, "seconds": time.perf_counter() - t0}

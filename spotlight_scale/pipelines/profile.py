@@ -83,7 +83,8 @@ def write_wells(out: Path, groups: Sequence[str], image: str) -> None:
 def profile(store_root, *, labels: str, image: str = "target", out, split: str = "all",
             texture: bool = False, granularity: bool = False, cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
-            on_error: str = "fail", progress_stream=sys.stderr) -> dict[str, Any]:
+            on_error: str = "fail", shard: tuple[int, int] | None = None,
+            progress_stream=sys.stderr) -> dict[str, Any]:
     """Profile every selected field; returns counts (``done``, ``skipped``, ``failed``,
     ``rows``). The output directory is locked while this runs.
 
@@ -101,8 +102,12 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
         Re-measure every field (and replace a layout-1 directory).
     on_error : {"fail", "skip"}
         ``skip`` goes on past failing fields and lists them in ``OUT/failures.parquet``.
+    shard : (i, n), optional
+        Only fields ``i, i + n, ...`` (a job-array task); the well table and the
+        failures table are left to an unsharded run.
     """
     from ..io.lock import exclusive
+    from . import take_shard
     from .fieldrun import check_on_error, run_fields, write_failures
     from .predict import select_fields
 
@@ -114,7 +119,7 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
     if overwrite:
         P.remove_old_layout(out)
     P.check_layout(out)
-    keys = select_fields(store, split)
+    keys = take_shard(select_fields(store, split), shard)
     missing = [k for k in keys if not store.has_labels(k, labels)]
     if missing:
         raise StoreError(f"{store.root}: no labels {labels!r} for {len(missing)} field(s), e.g. "
@@ -124,7 +129,7 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
                                     "store": str(store.root.resolve())}).encode()).hexdigest()[:16]
     rows = 0
     failures: list[dict] = []
-    with exclusive(out, f"profile {labels}"):
+    with exclusive(out, f"profile {labels}", shard=shard):
         todo, skipped = [], 0
         for key in keys:
             m = _marker(out, key)
@@ -149,7 +154,8 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
                 cluster=cluster, workers=workers, cluster_config=cluster_config,
                 progress_stream=progress_stream, total=("rows", "nuclei"))
             rows = sum(res["rows"] for _, res in results)
-        write_failures(out / "failures.parquet", failures, "profile", labels)
-        write_wells(out, groups, image)
+        if shard is None:  # also after a job array, whose tasks leave this to this run
+            write_failures(out / "failures.parquet", failures, "profile", labels)
+            write_wells(out, groups, image)
     return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
             "rows": rows, "out": str(out)}

@@ -121,14 +121,16 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
             cellpose_model=None, split: str = "all", cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
             max_voxels: int = 256 * 1024 * 1024, on_error: str = "fail",
-            progress_stream=sys.stderr) -> dict[str, Any]:
+            shard: tuple[int, int] | None = None, progress_stream=sys.stderr) -> dict[str, Any]:
     """Segment ``image`` of every selected field into labels ``name``.
 
     A field is redone when its labels are missing or were made from an image
     that has since changed (re-ingested, or predicted again by another model).
     ``on_error="skip"`` goes on past failing fields and lists them in
-    ``STORE/tables/failures_segment_<NAME>.parquet``.
+    ``STORE/tables/failures_segment_<NAME>.parquet``. ``shard=(i, n)``: only fields
+    ``i, i + n, ...`` (a job-array task); the failures table is left to an unsharded run.
     """
+    from . import take_shard
     from .fieldrun import check_on_error, run_fields, write_failures
     from .predict import select_fields
 
@@ -142,7 +144,7 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
     cfg = config or WatershedConfig()
     cfg.validate()
     store = Store(store_root)
-    keys = select_fields(store, split)
+    keys = take_shard(select_fields(store, split), shard)
     kind, _, pname = image.partition(":")
     if image not in ("signal", "target") and not (kind == "prediction" and pname):
         raise ValueError(f"unknown image {image!r}: expected target, signal or prediction:NAME")
@@ -158,7 +160,7 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                         ).hexdigest()[:16]
     objects = 0
     failures: list[dict] = []
-    with store.writing(f"segment {name}"):
+    with store.writing(f"segment {name}", shard=shard):
         todo, skipped = [], 0
         for key in keys:
             done = store.is_done("segment", key, name=name)
@@ -193,6 +195,8 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                 cluster=cluster, workers=workers, cluster_config=cluster_config,
                 progress_stream=progress_stream, total=("n_objects", "nuclei"))
             objects = sum(res["n_objects"] for _, res in results)
-        write_failures(store.table_path(f"failures_segment_{name}"), failures, "segment", name)
+        if shard is None:  # also after a job array, whose tasks leave this to this run
+            write_failures(store.table_path(f"failures_segment_{name}"), failures, "segment",
+                           name)
     return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
             "objects": objects}
