@@ -206,3 +206,22 @@ def test_ranks_per_node_from_launchers():
     assert mixed.local_world == 3
     tr = ddp.detect({"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"})
     assert (tr.rank, tr.local_rank, tr.local_world) == (2, 0, 2)
+
+
+@pytest.mark.gpu
+def test_cached_set_on_the_gpu_equals_the_store_backed_sampler(store, tmp_path):
+    """On CUDA the batch is made of device copies of fields normalised on the host: equal to
+    the store-backed patches bit for bit; and a short training run on the GPU goes through."""
+    keys = store.fields("train")
+    kw = dict(mode="foreground", norm="spotlight", seed=5, augment=True)
+    cached = CachedPatchSet(store, keys, (8, 16, 16), device="cuda", **kw)
+    idx = [0, 3, 17, 99]
+    got = cached.batch(idx)
+    assert all(t.device.type == "cuda" for t in got)
+    want = _stack(PatchDataset(store, keys, (8, 16, 16), **kw), idx)
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    out = run_training(store.root, tmp_path / "gpu", TrainConfig(**SMALL, iterations=3,
+                                                                 device="cuda", cache="on"),
+                       progress_stream=None)
+    assert out is not None and out.exists()
