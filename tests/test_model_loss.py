@@ -87,6 +87,44 @@ def test_sigmoid_range_choice():
     assert torch.all(p[1:] >= p[:-1])
 
 
+def _reference_spotlight(pred, target, mask, *, probability, reduction, dice_den, mse_den,
+                         lam=0.5, k=-0.95, eps=1e-6):
+    """The Spotlight loss written out in numpy, one patch at a time."""
+    pred, target, mask = (np.asarray(a, np.float64) for a in (pred, target, mask))
+    s = (pred - k * pred) / (k - 2 * k * np.abs(pred) + 1)
+    p = np.clip(s if probability == "clamp" else (s + 1) / 2, 0, 1)
+    groups = [slice(i, i + 1) for i in range(len(pred))] if reduction == "patch" else [slice(None)]
+    mse, dice = [], []
+    for g in groups:
+        sq = ((pred[g] - target[g]) ** 2 * mask[g]).sum()
+        n = mask[g].sum() if mse_den == "foreground" else mask[g].size
+        if n:
+            mse.append(sq / n)
+        den = (p[g].sum() + mask[g].sum()) if dice_den == "linear" else (
+            (p[g] ** 2).sum() + mask[g].sum())
+        dice.append(1 - (2 * (p[g] * mask[g]).sum() + eps) / (den + eps))
+    return lam * (np.mean(mse) if mse else 0.0) + (1 - lam) * np.mean(dice)
+
+
+@pytest.mark.parametrize("probability", L.PROBABILITIES)
+@pytest.mark.parametrize("reduction", L.REDUCTIONS)
+@pytest.mark.parametrize("dice_den", L.DICE_DENOMINATORS)
+@pytest.mark.parametrize("mse_den", L.MSE_DENOMINATORS)
+def test_spotlight_variants_against_numpy(probability, reduction, dice_den, mse_den):
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(3, 1, 4, 5, 6, generator=g, dtype=torch.float64) * 2
+    target = torch.randn(3, 1, 4, 5, 6, generator=g, dtype=torch.float64)
+    mask = target > 0.2
+    mask[1] = False  # a patch without foreground
+    got = L.spotlight_loss(pred, target, mask, probability=probability, reduction=reduction,
+                           dice_denominator=dice_den, mse_denominator=mse_den)
+    ref = _reference_spotlight(pred, target, mask, probability=probability,
+                               reduction=reduction, dice_den=dice_den, mse_den=mse_den)
+    assert got.item() == pytest.approx(ref, rel=1e-9)
+    with pytest.raises(ValueError, match="Dice probability"):
+        L.soft_foreground(pred, probability="sigmoid")
+
+
 def test_background_does_not_change_masked_mse_and_dice_has_gradients():
     g = torch.Generator().manual_seed(0)
     pred = torch.randn(2, 1, 4, 6, 6, generator=g, requires_grad=True)

@@ -28,6 +28,18 @@ Examples:
                                                          exists=True),
               help="YAML file with any of the keys below (unknown keys are an error).")
 @click.option("--loss", type=click.Choice(["mse", "spotlight"]), help="[default: spotlight]")
+@click.option("--dice-probability", type=click.Choice(["clamp", "shifted"]),
+              help="Spotlight: how the sigmoid of the prediction becomes the Dice probability: "
+              "clamp(sigma_k(x), 0, 1) or clamp((sigma_k(x) + 1) / 2, 0, 1) [default: shifted].")
+@click.option("--loss-reduction", type=click.Choice(["batch", "patch"]),
+              help="Spotlight: average both terms over the whole batch or per patch "
+              "[default: batch].")
+@click.option("--dice-denominator", type=click.Choice(["linear", "squared"]),
+              help="Spotlight: Dice denominator sum(p)+sum(m) or sum(p^2)+sum(m^2) (V-Net) "
+              "[default: linear].")
+@click.option("--mse-denominator", type=click.Choice(["foreground", "all"]),
+              help="Spotlight: divide the masked squared error by the foreground voxels or by "
+              "all voxels [default: foreground].")
 @click.option("--iterations", type=int, help="[default: 50000]")
 @click.option("--batch-size", type=int, help="Global batch, split across ranks [default: 24].")
 @click.option("--patch", callback=parse_triple, help="Patch Z,Y,X [default: 32,64,64].")

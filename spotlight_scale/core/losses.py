@@ -48,24 +48,82 @@ def tunable_sigmoid(x: torch.Tensor, k: float = K_DEFAULT) -> torch.Tensor:
     return (x - k * x) / (k - 2 * k * x.abs() + 1)
 
 
-def soft_foreground(x: torch.Tensor, k: float = K_DEFAULT) -> torch.Tensor:
-    """Foreground probability used by Dice: ``clamp((sigma_k(x) + 1) / 2, 0, 1)``."""
-    return ((tunable_sigmoid(x, k) + 1) / 2).clamp(0, 1)
+#: How ``sigma_k`` becomes the foreground probability of the Dice term (the paper is silent).
+PROBABILITIES = ("clamp", "shifted")
+#: Over what the two terms are averaged (the paper is silent).
+REDUCTIONS = ("batch", "patch")
+#: The Dice denominator: Sorensen ``sum(p) + sum(m)`` or V-Net ``sum(p^2) + sum(m^2)``.
+DICE_DENOMINATORS = ("linear", "squared")
+#: What the masked squared error is divided by: the foreground voxels or all voxels.
+MSE_DENOMINATORS = ("foreground", "all")
 
 
-def dice_loss(prob: torch.Tensor, mask: torch.Tensor, eps: float = EPS_DEFAULT) -> torch.Tensor:
-    """Soft Dice loss over the whole batch."""
+def soft_foreground(x: torch.Tensor, k: float = K_DEFAULT, probability: str = "shifted"
+                    ) -> torch.Tensor:
+    """Foreground probability used by Dice.
+
+    ``"clamp"``: ``clamp(sigma_k(x), 0, 1)`` (VisCy's SpotlightLoss): 0 at and below the
+    threshold, rising steeply to ~0.8 at x = 0.1. ``"shifted"``: ``clamp((sigma_k(x) + 1) / 2,
+    0, 1)``: 0.5 at the threshold.
+    """
+    s = tunable_sigmoid(x, k)
+    if probability == "clamp":
+        return s.clamp(0, 1)
+    if probability == "shifted":
+        return ((s + 1) / 2).clamp(0, 1)
+    raise ValueError(f"unknown Dice probability mapping {probability!r}; expected one of "
+                     f"{PROBABILITIES}")
+
+
+def _sum(x: torch.Tensor, per_patch: bool) -> torch.Tensor:
+    return x.flatten(1).sum(1) if per_patch else x.sum()
+
+
+def dice_loss(prob: torch.Tensor, mask: torch.Tensor, eps: float = EPS_DEFAULT, *,
+              reduction: str = "batch", denominator: str = "linear") -> torch.Tensor:
+    """Soft Dice loss ``1 - (2 sum(p m) + eps) / (D + eps)``.
+
+    ``denominator="linear"``: ``D = sum(p) + sum(m)`` (Sorensen); ``"squared"``:
+    ``D = sum(p^2) + sum(m^2)`` (V-Net, Milletari et al. 2016). ``reduction="batch"`` sums
+    over the whole batch; ``"patch"`` computes one Dice per patch (first axis) and averages.
+    """
+    _check(reduction, REDUCTIONS, "loss reduction")
+    _check(denominator, DICE_DENOMINATORS, "Dice denominator")
+    per = reduction == "patch"
     m = mask.to(prob.dtype)
-    inter = (prob * m).sum()
-    return 1 - (2 * inter + eps) / (prob.sum() + m.sum() + eps)
+    inter = _sum(prob * m, per)
+    den = (_sum(prob, per) + _sum(m, per) if denominator == "linear"
+           else _sum(prob * prob, per) + _sum(m, per))
+    return (1 - (2 * inter + eps) / (den + eps)).mean()
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the voxels where ``mask`` is true (0 if there are none)."""
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *,
+               reduction: str = "batch", denominator: str = "foreground") -> torch.Tensor:
+    """Squared error summed over the voxels where ``mask`` is true, divided by the number of
+    those voxels (``denominator="foreground"``, 0 if there are none) or by the number of all
+    voxels (``"all"``: ``mean(mask * (pred - target)^2)``).
+
+    ``reduction="batch"`` pools the whole batch; ``"patch"`` averages per-patch values (with
+    the foreground denominator, over the patches that have foreground).
+    """
+    _check(reduction, REDUCTIONS, "loss reduction")
+    _check(denominator, MSE_DENOMINATORS, "masked MSE denominator")
+    per = reduction == "patch"
     m = mask.to(pred.dtype)
-    count = m.sum()
-    sse = ((pred - target) ** 2 * m).sum()
-    return torch.where(count > 0, sse / count.clamp_min(1), sse * 0)
+    sse = _sum((pred - target) ** 2 * m, per)
+    if denominator == "all":
+        return (sse / (m[0].numel() if per else m.numel())).mean()
+    count = _sum(m, per)
+    each = torch.where(count > 0, sse / count.clamp_min(1), sse * 0)
+    if not per:
+        return each
+    has = (count > 0).to(pred.dtype)
+    return (each * has).sum() / has.sum().clamp_min(1)
+
+
+def _check(value: str, allowed: tuple, what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {allowed}")
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
@@ -75,16 +133,20 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 
 
 def spotlight_loss(pred, target, mask, *, lam: float = LAMBDA_DEFAULT, k: float = K_DEFAULT,
-                   eps: float = EPS_DEFAULT) -> torch.Tensor:
+                   eps: float = EPS_DEFAULT, probability: str = "shifted",
+                   reduction: str = "batch", dice_denominator: str = "linear",
+                   mse_denominator: str = "foreground") -> torch.Tensor:
     """``lam * masked_mse + (1 - lam) * dice(soft_foreground(pred), mask)``."""
     if not 0 <= lam <= 1:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
-    return lam * masked_mse(pred, target, mask) + (1 - lam) * dice_loss(
-        soft_foreground(pred, k), mask, eps)
+    return lam * masked_mse(pred, target, mask, reduction=reduction,
+                            denominator=mse_denominator) + (1 - lam) * dice_loss(
+        soft_foreground(pred, k, probability), mask, eps, reduction=reduction,
+        denominator=dice_denominator)
 
 
 def get_loss(name: str, **kw) -> Callable:
-    """``mse`` or ``spotlight`` (keywords ``lam``, ``k``, ``eps``) as ``f(pred, target, mask)``."""
+    """``mse`` or ``spotlight`` (keywords of :func:`spotlight_loss`) as ``f(pred, target, mask)``."""
     if name == "mse":
         return mse_loss
     if name == "spotlight":

@@ -6,7 +6,12 @@
      "model_config": {"depth", "channels", "in_channels", "out_channels"},
      "state_dict": ..., "normalization": "fnet" | "spotlight",
      "target_range": {"raw_min", "raw_max", "norm_min", "norm_max"},
-     "train_config": {...}, "iteration": int, "loss": "mse" | "spotlight"}
+     "train_config": {...}, "iteration": int, "loss": "mse" | "spotlight",
+     "loss_settings": {"loss", "normalization", "sampling", and for spotlight "lam", "k",
+                       "eps", "dice_probability", "loss_reduction"}}
+
+``loss_settings`` (which variant of the loss trained the model) is absent from files
+written before it existed.
 
 Only plain types and tensors are stored, so it loads with ``weights_only=True``.
 """
@@ -32,7 +37,8 @@ class ModelFileError(RuntimeError):
 
 
 def save_model_file(path, model: FNet, *, normalization: str, target_range: dict,
-                    train_config: dict, iteration: int, loss: str) -> Path:
+                    train_config: dict, iteration: int, loss: str,
+                    loss_settings: dict | None = None) -> Path:
     """Write ``model`` and its metadata atomically to ``path``."""
     module = getattr(model, "module", model)  # unwrap DDP
     payload = {
@@ -42,6 +48,7 @@ def save_model_file(path, model: FNet, *, normalization: str, target_range: dict
         "normalization": str(normalization),
         "target_range": {k: float(v) for k, v in target_range.items()},
         "train_config": train_config, "iteration": int(iteration), "loss": str(loss),
+        "loss_settings": dict(loss_settings or {"loss": str(loss)}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..core.losses import DICE_DENOMINATORS, MSE_DENOMINATORS, PROBABILITIES, REDUCTIONS
+
 
 @dataclass
 class TrainConfig:
@@ -29,6 +31,10 @@ class TrainConfig:
     lam: float = 0.5
     k: float = -0.95
     eps: float = 1e-6
+    dice_probability: str = "shifted"  # clamp | shifted: how sigma_k becomes p for Dice
+    loss_reduction: str = "batch"  # batch | patch: over what both Spotlight terms average
+    dice_denominator: str = "linear"  # linear | squared: sum(p)+sum(m) or sum(p^2)+sum(m^2)
+    mse_denominator: str = "foreground"  # foreground | all: masked MSE divided by |M| or N
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
     augment: bool = False  # random XY flips and 90-degree rotations
@@ -44,6 +50,16 @@ class TrainConfig:
     @property
     def norm_mode(self) -> str:
         return self.normalization or ("spotlight" if self.loss == "spotlight" else "fnet")
+
+    def loss_settings(self) -> dict:
+        """What defines the training objective (recorded in the model file)."""
+        out = {"loss": self.loss, "normalization": self.norm_mode, "sampling": self.sampling_mode}
+        if self.loss == "spotlight":
+            out.update(lam=self.lam, k=self.k, eps=self.eps,
+                       dice_probability=self.dice_probability, loss_reduction=self.loss_reduction,
+                       dice_denominator=self.dice_denominator,
+                       mse_denominator=self.mse_denominator)
+        return out
 
     @property
     def sampling_mode(self) -> str:
@@ -62,6 +78,12 @@ class TrainConfig:
             (self.lr > 0, "lr", "> 0"),
             (0 <= self.lam <= 1, "lam", "in [0, 1]"),
             (-1 < self.k < 0, "k", "in (-1, 0)"),
+            (self.dice_probability in PROBABILITIES, "dice_probability", " or ".join(PROBABILITIES)),
+            (self.loss_reduction in REDUCTIONS, "loss_reduction", " or ".join(REDUCTIONS)),
+            (self.dice_denominator in DICE_DENOMINATORS, "dice_denominator",
+             " or ".join(DICE_DENOMINATORS)),
+            (self.mse_denominator in MSE_DENOMINATORS, "mse_denominator",
+             " or ".join(MSE_DENOMINATORS)),
             (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
              "device", "cpu, cuda or auto"),
             (self.val_interval >= 1 and self.checkpoint_interval >= 1, "intervals", ">= 1"),

@@ -96,8 +96,10 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
     torch.manual_seed(cfg.seed)
     model = FNet(depth=cfg.depth, channels=cfg.channels).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    loss_fn = get_loss(cfg.loss, lam=cfg.lam, k=cfg.k, eps=cfg.eps) if cfg.loss == "spotlight" \
-        else get_loss("mse")
+    loss_fn = get_loss(cfg.loss, lam=cfg.lam, k=cfg.k, eps=cfg.eps,
+                       probability=cfg.dice_probability, reduction=cfg.loss_reduction,
+                       dice_denominator=cfg.dice_denominator, mse_denominator=cfg.mse_denominator) \
+        if cfg.loss == "spotlight" else get_loss("mse")
     start = 0
     if resume:
         ck = load_checkpoint(run_dir)
@@ -199,7 +201,8 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
         write_log()
         rng = target_range([store.stats(k, "target") for k in train_keys], norm)
         out = save_model_file(run_dir / "model.pt", model, normalization=norm, target_range=rng,
-                              train_config=config_to_dict(cfg), iteration=it, loss=cfg.loss)
+                              train_config=config_to_dict(cfg), iteration=it, loss=cfg.loss,
+                              loss_settings=cfg.loss_settings())
     ddp.shutdown(env)
     return out
 
