@@ -106,6 +106,18 @@ def psnr_foreground(target, prediction, mask, *, data_range: float | None = None
     return _psnr_from_mse(float(np.mean((t[m] - p[m]) ** 2)), r)
 
 
+def background_below(prediction, foreground, threshold: float) -> float:
+    """Fraction of the target's background voxels (``~foreground``) that the prediction puts
+    below ``threshold`` (the target's Otsu threshold): 1 when a virtual stain keeps the whole
+    background below the threshold, as the Spotlight loss intends. ``nan`` without background.
+    """
+    p = np.asarray(prediction)
+    bg = ~_mask(foreground, p.shape)
+    if not bg.any():
+        return float("nan")
+    return float(np.mean(p[bg] < threshold))
+
+
 # --------------------------------------------------------------------------- SSIM
 def _auto_win(shape) -> int:
     """skimage's 7-voxel window, shrunk to the largest odd size that fits every axis."""

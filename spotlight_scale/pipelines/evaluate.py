@@ -75,7 +75,8 @@ SUMMARY_VERSION = 1
 #: Metric columns of the ``metrics`` table, in report order.
 #: ``fsc_um`` is the XY resolution of the FSC, ``fsc_z_um`` its Z resolution.
 PIXEL_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "micro_ms3im_fg",
-                 "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
+                 "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um",
+                 "bg_below_otsu")
 #: Resolution columns: NaN means "not resolved at this sampling".
 RESOLUTION_METRICS = ("frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
 #: How objects cut by the field of view are treated in the AP (both sides alike).
@@ -360,6 +361,7 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
         row = {**base, "model": name, "labels": labels_name or "",
                "psnr": M.psnr(target, pred, data_range=rng),
                "psnr_fg": M.psnr_foreground(target, pred, fg, data_range=rng),
+               "bg_below_otsu": M.background_below(pred, fg, otsu),
                "ssim": _safe(M.ssim, target, pred, data_range=rng),
                "ssim_fg": _safe(M.ssim_foreground, target, pred, fg, data_range=rng),
                **dict(zip(("micro_ms3im", "micro_ms3im_fg"), _micro_both(target, pred, fg))),
