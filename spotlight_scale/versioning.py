@@ -23,6 +23,7 @@ TABLE_SCHEMAS = {
     "nuclei": 1,  # per-nucleus profiles
     "wells": 1,  # per-well aggregated profiles
     "metrics": 2,  # per-field evaluation metrics (2: Metadata_ keys)
+    "benchmark_seeds": 1,  # benchmark --seeds: per seed and model, metric means over fields
 }
 
 #: Model file format written by the trainer.

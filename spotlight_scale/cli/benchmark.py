@@ -11,22 +11,38 @@ import click
 Examples:
   spotlight-scale benchmark work/ --quick          # this CPU, well under 15 minutes
   spotlight-scale benchmark work/ --full           # the paper's protocol, on a GPU
-  spotlight-scale benchmark work/ --tiny --seed 3  # a smoke test""")
+  spotlight-scale benchmark work/ --tiny --seed 3  # a smoke test
+  spotlight-scale benchmark work/ --quick --seeds 0,1,2   # mean +- s.d. over 3 seeds""")
 @click.argument("workdir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--quick", "budget", flag_value="quick", default=True, help="CPU budget (default).")
 @click.option("--full", "budget", flag_value="full", help="Paper protocol (GPU).")
 @click.option("--tiny", "budget", flag_value="tiny", help="Smallest budget (CI).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seeds", default=None, help="Several seeds, e.g. 0,1,2: one run each into "
+              "WORKDIR/seed-<S>/, then WORKDIR/report.md with mean +- s.d. over seeds and the "
+              "Spotlight criteria (overrides --seed).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local Dask workers.")
 @click.option("--iterations", type=int, default=None, help="Override the training iterations.")
-def benchmark(workdir, budget, seed, workers, iterations):
+def benchmark(workdir, budget, seed, seeds, workers, iterations):
     """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
 
     Both models get the same budget and seed. Writes WORKDIR/report/report.md
     with figures, metrics.parquet, summary.json and benchmark.json (settings,
     timings).
     """
-    from ..pipelines.benchmark import run_benchmark
+    from ..pipelines.benchmark import run_benchmark, run_benchmark_seeds
 
+    if seeds:
+        try:
+            values = [int(v) for v in seeds.split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected integers like 0,1,2, got {seeds!r}",
+                                     param_hint="--seeds") from None
+        res = run_benchmark_seeds(workdir, budget=budget, seeds=values, workers=workers,
+                                  iterations=iterations)
+        for v in res["aggregate"]["criteria"]:
+            click.echo(f"  {'met' if v['met'] else 'NOT met'}: {v['criterion']}")
+        click.echo(f"benchmark ({budget}, seeds {seeds}): report at {res['report']}")
+        return
     res = run_benchmark(workdir, budget=budget, seed=seed, workers=workers, iterations=iterations)
     click.echo(f"benchmark ({budget}, seed {seed}): report at {res['report']}")

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +60,10 @@ BUDGETS = {
 
 def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int = 2,
                   iterations: int | None = None, progress_stream=sys.stderr) -> dict[str, Any]:
-    """Run every stage into ``workdir``; returns the summary (also in ``report/``)."""
+    """Run every stage for one seed into ``workdir``; returns the summary (also in ``report/``).
+
+    The seed draws the synthetic screen and seeds both trainings.
+    """
     from distributed import Client, LocalCluster
 
     from ..io.store import Store
@@ -143,3 +148,135 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
             "settings": {k: v for k, v in b.__dict__.items()}, "seconds": timings}
     (w / "report" / "benchmark.json").write_text(json.dumps(meta, indent=2, default=list))
     return {"summary": summary, "meta": meta, "report": str(w / "report" / "report.md")}
+
+
+# --------------------------------------------------------------------------- several seeds
+#: The criteria of a working Spotlight effect (issue: "Spotlight must do what the paper says"),
+#: checked on the means over seeds: (metric, model, comparison, bound, relative to F-net?).
+CRITERIA = (
+    ("ap_mean_50_90", "Spotlight mean AP (IoU 0.5-0.9) >= F-net's + 0.05", 0.05, True),
+    ("bg_below_otsu", "Spotlight puts >= 90 % of background voxels below Otsu", 0.90, False),
+    ("psnr_fg", "Spotlight foreground PSNR >= F-net's - 1 dB", -1.0, True),
+)
+#: Metrics of the seed table, in order: (column, label).
+SEED_METRICS = (
+    ("psnr", "PSNR (dB)"), ("psnr_fg", "PSNR fg (dB)"), ("ssim", "SSIM"),
+    ("ssim_fg", "SSIM fg"), ("micro_ms3im", "MicroMS3IM"),
+    ("bg_below_otsu", "background below Otsu"), ("ap50", "AP@0.5"),
+    ("ap_mean_50_90", "AP, mean IoU 0.5-0.9"), ("n_pred", "nuclei found"),
+    ("n_gt", "true nuclei"), ("cosine_nuclei_median", "cosine distance"),
+)
+
+
+def seed_table(reports: dict[int, Path]):
+    """Per seed and model, each metric's mean over the seed's test fields (a DataFrame).
+
+    ``ap_mean_50_90`` is the mean of AP at IoU 0.5, 0.55, ..., 0.9 (the paper's range).
+    """
+    import pandas as pd
+
+    from ..io.tables import read_table
+
+    rows = []
+    for seed, rep in reports.items():
+        df = read_table(Path(rep) / "metrics.parquet", "metrics")
+        ap_cols = [f"ap{t}" for t in range(50, 91, 5)]
+        df["ap_mean_50_90"] = df[ap_cols].mean(axis=1)
+        for model, g in df.groupby("model", sort=False):
+            row = {"seed": int(seed), "model": model, "n_fields": int(len(g))}
+            for col, _ in SEED_METRICS:
+                v = pd.to_numeric(g[col], errors="coerce").to_numpy(float)
+                v = v[np.isfinite(v)]
+                row[col] = float(v.mean()) if v.size else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate_seeds(table) -> dict[str, Any]:
+    """Mean and s.d. over seeds of every metric per model, and the criteria verdicts."""
+    stats: dict[str, dict] = {}
+    for model, g in table.groupby("model", sort=False):
+        stats[model] = {}
+        for col, _ in SEED_METRICS:
+            v = g[col].to_numpy(float)
+            v = v[np.isfinite(v)]
+            stats[model][col] = ({"mean": float(v.mean()), "std": float(v.std(ddof=1)) if
+                                  v.size > 1 else 0.0, "n": int(v.size)} if v.size else
+                                 {"mean": None, "std": None, "n": 0})
+    verdicts = []
+    for col, text, bound, relative in CRITERIA:
+        sp = stats.get("spotlight", {}).get(col, {}).get("mean")
+        fn = stats.get("fnet", {}).get(col, {}).get("mean")
+        if sp is None or (relative and fn is None):
+            value, met = None, False
+        else:
+            value = sp - fn if relative else sp
+            met = bool(value >= bound)
+        verdicts.append({"metric": col, "criterion": text, "value": value, "met": met})
+    return {"models": stats, "criteria": verdicts}
+
+
+def _fmt(entry) -> str:
+    if not entry or entry.get("mean") is None:
+        return "-"
+    return f"{entry['mean']:.3f} +- {entry['std']:.3f}"
+
+
+def write_seed_report(workdir: Path, budget: str, seeds, table, agg: dict,
+                      reports: dict[int, Path]) -> Path:
+    """``WORK/report.md``: the mean +- s.d. table over seeds and the criteria verdicts."""
+    from ..io.atomic import atomic_write_json, atomic_write_text
+    from ..io.tables import write_table
+
+    workdir = Path(workdir)
+    write_table(table, workdir / "seeds.parquet", "benchmark_seeds", budget=budget)
+    atomic_write_json(workdir / "seeds.json", {"budget": budget, "seeds": list(seeds), **agg})
+    head = "| model | " + " | ".join(label for _, label in SEED_METRICS) + " |"
+    lines = [f"# F-net vs Spotlight over {len(seeds)} seeds ({budget} budget)", "",
+             f"Seeds {', '.join(map(str, seeds))}; each seed draws its own synthetic screen and "
+             "seeds both trainings. Values: mean +- s.d. over seeds of each seed's mean over its "
+             "test fields.", "", head, "|---" * (len(SEED_METRICS) + 1) + "|"]
+    for model, stats in agg["models"].items():
+        lines.append(f"| {model} | " + " | ".join(_fmt(stats.get(c)) for c, _ in SEED_METRICS)
+                     + " |")
+    lines += ["", "## Criteria", "", "| criterion | value | met |", "|---|---|---|"]
+    for v in agg["criteria"]:
+        val = "-" if v["value"] is None else f"{v['value']:+.3f}"
+        lines.append(f"| {v['criterion']} | {val} | {'yes' if v['met'] else 'NO'} |")
+    lines += ["", "## Per seed", "", "| seed | model | " +
+              " | ".join(label for _, label in SEED_METRICS) + " |",
+              "|---|---" + "|---" * len(SEED_METRICS) + "|"]
+    for r in table.to_dict("records"):
+        lines.append(f"| {r['seed']} | {r['model']} | " + " | ".join(
+            "-" if not np.isfinite(r[c]) else f"{r[c]:.3f}" for c, _ in SEED_METRICS) + " |")
+    lines += ["", "Full reports: " + ", ".join(
+        f"[seed {s}]({Path(p).relative_to(workdir)}/report.md)" for s, p in reports.items()), ""]
+    path = workdir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def run_benchmark_seeds(workdir, *, budget: str = "quick", seeds=(0, 1, 2), workers: int = 2,
+                        iterations: int | None = None, progress_stream=sys.stderr
+                        ) -> dict[str, Any]:
+    """:func:`run_benchmark` once per seed into ``WORK/seed-<S>/``, then ``WORK/report.md``.
+
+    A seed whose ``report/summary.json`` exists is not run again (an interrupted run of
+    several seeds continues where it stopped).
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds must list distinct seeds, got {seeds}")
+    w = Path(workdir)
+    reports = {}
+    for s in seeds:
+        sub = w / f"seed-{s}"
+        if not (sub / "report" / "summary.json").exists():
+            print(f"== seed {s}", file=progress_stream, flush=True)
+            run_benchmark(sub, budget=budget, seed=s, workers=workers, iterations=iterations,
+                          progress_stream=progress_stream)
+        reports[s] = sub / "report"
+    table = seed_table(reports)
+    agg = aggregate_seeds(table)
+    report = write_seed_report(w, budget, seeds, table, agg, reports)
+    return {"table": table, "aggregate": agg, "report": str(report)}
