@@ -1,16 +1,23 @@
-"""`benchmark --tiny` runs every stage end to end and writes every report file."""
+"""`benchmark --tiny` runs every stage end to end and writes every report file; the
+aggregation over seeds against numpy."""
 
 import json
 
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from spotlight_scale.cli import cli
 
 
 def test_benchmark_tiny_end_to_end(tmp_path):
-    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--seed", "1"])
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--seeds", "1"])
     assert r.exit_code == 0, r.output
+    assert "Spotlight mean AP" in r.output  # the criteria verdicts are printed
+    seeds = (tmp_path / "report.md").read_text()
+    assert "| spotlight |" in seeds and "## Criteria" in seeds
+    assert len(pd.read_parquet(tmp_path / "seeds.parquet")) == 3  # target, fnet, spotlight
+    tmp_path = tmp_path / "seed-1"
     rep = tmp_path / "report"
     for f in ("report.md", "summary.json", "metrics.parquet", "benchmark.json",
               "histograms.png", "metrics.png", "slices.png", "sweep.png"):
@@ -23,3 +30,44 @@ def test_benchmark_tiny_end_to_end(tmp_path):
     assert "fnet" in text and "spotlight" in text
     for run in ("fnet", "spotlight"):
         assert (tmp_path / "runs" / run / "model.pt").exists()
+
+
+def _metrics_table(path, values):
+    """A metrics table with two fields per model, every AP column equal to ``ap``."""
+    from spotlight_scale.io.tables import write_table
+    from spotlight_scale.pipelines.benchmark import SEED_METRICS
+
+    rows = []
+    for model, (ap, bg, pfg) in values.items():
+        for field, shift in ((0, -0.1), (1, 0.1)):
+            row = {"model": model, "field": field}
+            row.update({c: 1.0 for c, _ in SEED_METRICS})
+            row.update({f"ap{t}": ap + shift for t in range(50, 100, 5)})
+            row.update(ap50=ap + shift, bg_below_otsu=bg + shift / 10, psnr_fg=pfg + shift)
+            rows.append(row)
+    path.mkdir(parents=True)
+    write_table(pd.DataFrame(rows), path / "metrics.parquet", "metrics")
+    return path
+
+
+def test_seed_aggregation_and_criteria(tmp_path):
+    import numpy as np
+
+    from spotlight_scale.pipelines.benchmark import aggregate_seeds, seed_table
+
+    seeds = {0: {"fnet": (0.30, 0.99, 14.0), "spotlight": (0.40, 0.95, 13.5)},
+             1: {"fnet": (0.20, 0.98, 15.0), "spotlight": (0.22, 0.80, 13.0)}}
+    reports = {s: _metrics_table(tmp_path / f"seed-{s}", v) for s, v in seeds.items()}
+    table = seed_table(reports)
+    assert len(table) == 4 and set(table["model"]) == {"fnet", "spotlight"}
+    agg = aggregate_seeds(table)
+    sp = agg["models"]["spotlight"]
+    assert sp["ap_mean_50_90"]["mean"] == pytest.approx(np.mean([0.40, 0.22]))
+    assert sp["ap_mean_50_90"]["std"] == pytest.approx(np.std([0.40, 0.22], ddof=1))
+    assert sp["bg_below_otsu"]["mean"] == pytest.approx(np.mean([0.95, 0.80]))
+    verdict = {v["metric"]: v for v in agg["criteria"]}
+    assert verdict["ap_mean_50_90"]["value"] == pytest.approx(0.31 - 0.25)
+    assert verdict["ap_mean_50_90"]["met"]  # +0.06 >= +0.05
+    assert not verdict["bg_below_otsu"]["met"]  # 0.875 < 0.9
+    assert verdict["psnr_fg"]["value"] == pytest.approx(13.25 - 14.5)
+    assert not verdict["psnr_fg"]["met"]  # -1.25 dB
