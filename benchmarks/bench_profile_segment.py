@@ -1,11 +1,15 @@
-"""Profiling throughput vs a plain regionprops loop; segmentation seconds per field.
+"""Profiling throughput vs a plain regionprops loop; cost of each feature group;
+segmentation seconds per field.
 
     python benchmarks/bench_profile_segment.py
 
-1. nuclei/s of `profile` with 1 and 2 Dask workers against an in-memory loop of
-   skimage.measure.regionprops_table + marching cubes per nucleus over the same fields
-   (goals: >= 1x with 1 worker, >= 1.7x with 2).
-2. watershed segmentation seconds per field (CPU; cucim on a GPU when present).
+1. nuclei/s of `profile` (default groups: sizeshape, intensity, shape3d) with 1 and 2 Dask
+   workers against an in-memory loop of skimage.measure.regionprops_table (with solidity)
+   + marching cubes per nucleus over the same fields (goals: >= 1x with 1 worker, >= 1.7x
+   with 2).
+2. seconds per nucleus of each feature group alone (core.features.nucleus_features, in
+   memory, one process, the same fields), and of the default set.
+3. watershed segmentation seconds per field (CPU; cucim on a GPU when present).
 """
 
 from __future__ import annotations
@@ -68,6 +72,18 @@ def main():
                 mesh_surface_area(v, f)
     t_base, _ = timed(baseline, 3)
 
+    from spotlight_scale.core.features import DEFAULT_GROUPS, FEATURE_GROUPS, nucleus_features
+
+    def groups_alone(groups):
+        for lab, img in fields:
+            nucleus_features(lab, img, (0.29,) * 3, groups=groups, intensity_scale=65535.0)
+
+    per_group = {}
+    for name, groups in [*[(g, (g,)) for g in FEATURE_GROUPS],
+                         ("default (" + "+".join(DEFAULT_GROUPS) + ")", DEFAULT_GROUPS)]:
+        groups_alone(groups)  # warm: imports, column names
+        per_group[name] = timed(lambda: groups_alone(groups), 3)[0] / n_nuclei
+
     rates, peaks = {}, {}
     for w in (1, 2):
         # the cluster is started once per worker count: start-up is a per-command cost
@@ -83,6 +99,10 @@ def main():
     print(f"{n_nuclei} nuclei in {len(keys)} fields")
     print(f"baseline loop: {base:.1f} nuclei/s; profile 1 worker: {rates[1]:.1f} ({rates[1] / base:.2f}x);"
           f" 2 workers: {rates[2]:.1f} ({rates[2] / base:.2f}x)")
+    print(f"baseline loop: {1e3 / base:.2f} ms per nucleus")
+    for name, sec in per_group.items():
+        print(f"feature group {name}: {1e3 * sec:.2f} ms per nucleus ({sec * base:.2f}x the baseline"
+              " loop's time)")
     times = []
     for key, (_, img) in zip(keys, fields):
         t0 = time.perf_counter()
