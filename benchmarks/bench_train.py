@@ -1,6 +1,6 @@
 """Training data path: the cached training set vs the store-backed sampler, and model consumption.
 
-    python benchmarks/bench_train.py [--repeats 3] [--device cpu|cuda] [--threads 2]
+    python benchmarks/bench_train.py [--repeats 3] [--device cpu|cuda] [--threads 2] [--protocol]
 
 1. Patches/s of 32x64x64 (the paper's patch, batch 24, foreground sampling, Spotlight
    normalisation) from the cached set (fields in device memory, crops there) against the
@@ -46,7 +46,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of the cached path")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (model steps)")
     ap.add_argument("--protocol", action="store_true",
                     help="also time training at the paper's protocol (a GPU job)")
     args = ap.parse_args()
@@ -87,8 +87,8 @@ def main():
     s, c = statistics.median(store_rates), statistics.median(cached_rates)
     print(f"store-backed sampler: {s:.0f} patches/s of {patch} (DataLoader, 2 workers; "
           f"runs {[round(x) for x in store_rates]})")
-    print(f"cached set on {dev}: {c:.0f} patches/s ({args.threads} torch threads; runs "
-          f"{[round(x) for x in cached_rates]}); loading {len(keys)} fields "
+    print(f"cached set on {dev}: {c:.0f} patches/s (batches built on one intra-op thread; "
+          f"runs {[round(x) for x in cached_rates]}); loading {len(keys)} fields "
           f"({cached.nbytes / 2**20:.0f} MiB) took {load_s:.2f} s")
     print(f"ratio cached/store = {c / s:.1f}x; goal >= 1300 patches/s: "
           f"{'met' if c >= 1300 else 'NOT met'}")
