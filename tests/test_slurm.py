@@ -232,27 +232,33 @@ def test_open_profile_keywords_and_site_defaults_reach_the_worker_job(slurm, tmp
 def test_stage_all_chains_job_arrays_over_the_fields(slurm, tmp_path):
     """`deploy slurm --stage all`: ingest, train, predict, segment and profile as job arrays
     (4 fields, 2 per task) and one-task finalize runs, chained with --dependency=afterok."""
-    from spotlight_scale.deploy import render_all
+    from click.testing import CliRunner
+
+    from spotlight_scale.cli import cli
     from spotlight_scale.io.store import Store
 
     man = _raw(tmp_path, 4)
     store, jobs, logs = tmp_path / "store", tmp_path / "jobs", tmp_path / "logs"
     logs.mkdir()
-    render_all(jobs, cpus_per_task=1, mem="2G", mem_per_cpu="2G", time="00:10:00",
-               log_dir=logs, prologue=[f'export PATH="{Path(sys.executable).parent}:$PATH"',
-                                       "export OMP_NUM_THREADS=1"],
-               manifest=man, store=store, run_dir=tmp_path / "run", name="spot",
-               profiles=tmp_path / "profiles", fields_per_task=2, throttle=2,
-               master_port=_free_port(),  # train at another patch than ingest indexed
-               train_args="--depth 2 --channels 4 --patch 8,32,32 --batch-size 4 "
-                          "--iterations 3 --num-workers 0")
+    sets = {"MEM": "2G", "MEM_PER_CPU": "2G", "LOG_DIR": logs, "MANIFEST": man, "STORE": store,
+            "RUN_DIR": tmp_path / "run", "NAME": "spot", "PROFILES": tmp_path / "profiles",
+            "FIELDS_PER_TASK": 2, "THROTTLE": 2, "MASTER_PORT": _free_port(),
+            # train at another patch than ingest indexed
+            "TRAIN_ARGS": "--depth 2 --channels 4 --patch 8,32,32 --batch-size 4 "
+                          "--iterations 3 --num-workers 0"}
+    args = ["deploy", "slurm", "--stage", "all", "--out", str(jobs), "--submit",
+            "--cpus-per-task", "1", "--time", "00:10:00",
+            "--prologue", f'export PATH="{Path(sys.executable).parent}:$PATH"',
+            "--prologue", "export OMP_NUM_THREADS=1"]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
     stop, seen = threading.Event(), set()
     watcher = threading.Thread(target=_watch_squeue, args=(stop, seen), daemon=True)
     watcher.start()
     try:
-        sub = subprocess.run(["bash", str(jobs / "submit.sh")], capture_output=True, text=True,
-                             check=True)
-        ids = [line.split()[0] for line in sub.stdout.splitlines()]
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        ids = [line.split()[0] for line in res.output.splitlines() if line[:1].isdigit()]
         assert len(ids) == 9
         text = lambda: "\n".join(f"--- {p.name}\n{p.read_text()}"  # noqa: E731
                                   for p in sorted(logs.glob("*.out")))

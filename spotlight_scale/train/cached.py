@@ -177,6 +177,10 @@ class CachedPatchSet:
             yield self.batch(itertools.islice(flat, local), out=out)
 
 
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+
+
 def training_stream(store: Store, keys, cfg, *, device, rank: int, world: int,
                     local_ranks: int, start_iteration: int):
     """This rank's training batches: the cached set when it fits, else the store-backed sampler.
@@ -195,8 +199,8 @@ def training_stream(store: Store, keys, cfg, *, device, rank: int, world: int,
         if need <= budget:
             cached = CachedPatchSet(store, keys, cfg.patch, device=device, **common)
             return cached.batches(**loop), "cached"
-        what = (f"the training set needs {need / 2**30:.2f} GiB on {device}, over the cache "
-                f"budget of {budget / 2**30:.2f} GiB")
+        what = (f"the training set needs {_size(need)} on {device}, over the cache budget of "
+                f"{_size(budget)}")
         if cfg.cache == "on":
             raise SetupError(f"--cache on: {what}; raise --cache-memory-gb or use --cache auto")
         log.warning("%s: patches are read from the store instead (slower)", what)
