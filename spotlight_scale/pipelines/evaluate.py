@@ -451,6 +451,8 @@ def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequ
         ``plate, well, n_target, n_pred, cosine_distance`` between the well medians.
     features : list of str
     """
+    import pandas as pd
+
     from ..core.metrics import cosine_distance, cosine_distances, minmax_scale
 
     feats = _feature_columns(target_profiles, pred_profiles)
@@ -459,10 +461,13 @@ def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequ
     T = target_profiles[feats].to_numpy(np.float64)
     lo, hi = np.nanmin(T, axis=0), np.nanmax(T, axis=0)
     keys = [PLATE, WELL, SITE, OBJECT]
-    ts = target_profiles[keys].copy()
-    ps = pred_profiles[keys].copy()
-    ts[feats] = minmax_scale(T, lo, hi)
-    ps[feats] = minmax_scale(pred_profiles[feats].to_numpy(np.float64), lo, hi)
+
+    def scaled(df, X):  # keys + scaled features, built at once (hundreds of columns)
+        return pd.concat([df[keys].reset_index(drop=True),
+                          pd.DataFrame(minmax_scale(X, lo, hi), columns=feats)], axis=1)
+
+    ts = scaled(target_profiles, T)
+    ps = scaled(pred_profiles, pred_profiles[feats].to_numpy(np.float64))
     tidx = ts.set_index(keys)
     pidx = ps.set_index(keys)
     per_field = {}
