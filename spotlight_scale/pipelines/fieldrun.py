@@ -28,6 +28,7 @@ class FieldError(RuntimeError):
 
 
 def check_on_error(on_error: str) -> str:
+    """``on_error`` itself if it is ``"fail"`` or ``"skip"``, else ``ValueError``."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'fail' or 'skip', got {on_error!r}")
     return on_error
