@@ -11,8 +11,10 @@ profile (default feature groups) on one LocalCluster of ``--workers`` workers, e
 limited to ``--worker-memory`` (distributed's memory_limit: a worker over 95 % is
 restarted, so a stage that needed more would fail rather than pass unnoticed). Per
 stage: wall time, fields/s, raw MB/s and the peak RSS of the workers (``VmHWM``, reset in
-each worker before the stage). Cost should grow linearly with the screen (equal rates at
-both sizes) and worker memory stay flat (equal peaks), since every task holds one field.
+each worker before the stage), and CPU seconds (user + system, workers and client): on a
+shared machine wall time follows the load of others, CPU time much less. Cost should grow
+linearly with the screen (equal CPU seconds per field at both sizes) and worker memory
+stay flat (equal peaks), since every task holds one field.
 
 Writes ``--out`` (JSON) and prints a Markdown table. Screens and stores are removed
 after each size (``--keep`` keeps them).
@@ -83,6 +85,14 @@ def make_screen(root: Path, n_fields: int, shape, distinct: int = 16,
     return out, nbytes
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (run in each worker too)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_size(work: Path, gb: float, shape, workers: int, memory: str, tile) -> dict:
     import numpy as np
     import torch
@@ -116,17 +126,21 @@ def run_size(work: Path, gb: float, shape, workers: int, memory: str, tile) -> d
         def stage(name, fn):
             client.run(reset_peak_rss)
             load0 = os.getloadavg()[0]
+            cpu0 = sum(client.run(cpu_seconds).values()) + cpu_seconds()
             t = time.perf_counter()
             res = fn()
             wall = time.perf_counter() - t
+            cpu = sum(client.run(cpu_seconds).values()) + cpu_seconds() - cpu0
             peaks = client.run(peak_rss_mb)
             alive = len(client.scheduler_info()["workers"])
             out["stages"][name] = {
                 "wall_s": wall, "fields_per_s": n / wall, "raw_mb_per_s": raw / 1e6 / wall,
+                "cpu_s": cpu, "cpu_s_per_field": cpu / n,
                 "peak_worker_mb": max(peaks.values()), "workers_alive": alive,
                 "load_1min_before_after": [load0, os.getloadavg()[0]],
                 "result": {k: v for k, v in res.items() if isinstance(v, (int, float, str))}}
-            print(f"  {name}: {wall:.1f} s, {n / wall:.3f} fields/s, peak worker "
+            print(f"  {name}: {wall:.1f} s, {n / wall:.3f} fields/s, {cpu / n:.2f} CPU s/field, "
+                  f"peak worker "
                   f"{max(peaks.values()):.0f} MB, load {load0:.1f} -> {os.getloadavg()[0]:.1f}",
                   flush=True)
 
@@ -172,22 +186,23 @@ def main(argv=None):
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
-    print("\n| screen (raw GB) | fields | stage | wall s | fields/s | raw MB/s | peak worker MB "
-          "| machine load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| screen (raw GB) | fields | stage | wall s | fields/s | raw MB/s | CPU s/field "
+          "| peak worker MB | machine load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         for name, s in r["stages"].items():
             print(f"| {r['raw_bytes'] / 1e9:.2f} | {r['fields']} | {name} | {s['wall_s']:.0f} | "
                   f"{s['fields_per_s']:.3f} | {s['raw_mb_per_s']:.1f} | "
-                  f"{s['peak_worker_mb']:.0f} | "
+                  f"{s['cpu_s_per_field']:.2f} | {s['peak_worker_mb']:.0f} | "
                   f"{' -> '.join(f'{v:.1f}' for v in s['load_1min_before_after'])} |")
     if len(results) >= 2:
         a, b = results[0], results[-1]
         print(f"\nratios {b['gb']:g} GB / {a['gb']:g} GB (screen x{b['raw_bytes'] / a['raw_bytes']:.2f}):")
         for name in a["stages"]:
             sa, sb = a["stages"][name], b["stages"][name]
-            print(f"  {name}: wall x{sb['wall_s'] / sa['wall_s']:.2f}, rate "
-                  f"x{sb['fields_per_s'] / sa['fields_per_s']:.2f}, peak memory "
+            print(f"  {name}: wall x{sb['wall_s'] / sa['wall_s']:.2f}, CPU "
+                  f"x{sb['cpu_s'] / sa['cpu_s']:.2f}, CPU per field "
+                  f"x{sb['cpu_s_per_field'] / sa['cpu_s_per_field']:.2f}, peak memory "
                   f"x{sb['peak_worker_mb'] / sa['peak_worker_mb']:.2f}")
 
 

@@ -97,6 +97,17 @@ def make_store(tmp_path):
     return make
 
 
+@pytest.fixture(scope="module")
+def cluster():
+    """The address of one LocalCluster (1 worker) shared by a module's stage runs, so that
+    each run does not start its own workers."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None) as lc:
+        yield lc.scheduler_address
+
+
 @pytest.fixture
 def make_model_file():
     """``make_model_file(store, path, seed=0)``: an untrained depth-2 F-net (4 channels) saved

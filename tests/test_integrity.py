@@ -39,16 +39,6 @@ def test_files_follow_the_umask(make_store, make_model_file, tmp_path, umask):
 
 
 # --------------------------------------------------------------------------- damaged chunks
-@pytest.fixture(scope="module")
-def cluster():
-    """One LocalCluster for the stage runs of this module (workers start once)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as lc:
-        yield lc.scheduler_address
-
-
 def _damage(path, how):
     if how == "missing":
         path.unlink()
@@ -167,7 +157,8 @@ def test_reingest_by_content_not_position(tmp_path, make_model_file, cluster):
     (tmp_path / "raw" / "prepended.csv").write_text("\n".join([header, new_row, *moved]) + "\n")
     for name, expect_done in (("reordered.csv", 0), ("prepended.csv", 1)):
         res = run(tmp_path / "raw" / name)
-        assert (res["done"], res["skipped"], res["changed"]) == (expect_done, 3, {}), (name, res)
+        assert (res["done"], res["skipped"]) == (expect_done, 3), (name, res)
+        assert res["changed"] == {}
     # a copy of the files elsewhere (new path, new mtime, same bytes) is still the same field
     shutil.copytree(tmp_path / "raw", tmp_path / "copy", symlinks=True)
     assert run(tmp_path / "copy" / "manifest.csv")["skipped"] == 3

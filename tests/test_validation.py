@@ -17,8 +17,16 @@ from spotlight_scale.io.tiff import write_imagej
 from spotlight_scale.pipelines.ingest import ingest
 
 
+@pytest.fixture(autouse=True)
+def _shared_cluster(cluster):
+    _CLUSTER["address"] = cluster
+
+
+_CLUSTER = {}
+
+
 def _ingest(man, store, **kw):
-    return ingest(man, store, SETTINGS, workers=1, progress_stream=None, **kw)
+    return ingest(man, store, SETTINGS, cluster=_CLUSTER["address"], progress_stream=None, **kw)
 
 
 # --------------------------------------------------------------------------- finding 5: values
@@ -145,44 +153,42 @@ def test_ingest_refuses_a_folder_that_is_not_a_store(tmp_path):
     assert _ingest(man, tmp_path / "empty")["done"] == 1
 
 
-def test_verbose_and_quiet_after_the_command(tmp_path):
+def test_verbose_and_quiet_after_the_command(tmp_path, cluster):
     """`-v` worked only before the subcommand, and there was no --quiet."""
-    man = make_raw(tmp_path / "raw", n=1)
-    runner = CliRunner()
-    r = runner.invoke(cli, ["ingest", str(man), str(tmp_path / "s"), "--workers", "1", "-q",
-                            "--chunks", "8,32,32", "--patch", "8,16,16"])
-    assert r.exit_code == 0 and "fields |" not in r.output, r.output  # no progress lines
-    import logging
+    import subprocess
+    import sys
 
-    r = runner.invoke(cli, ["ingest", str(man), str(tmp_path / "s"), "-v", "--workers", "1",
-                            "--chunks", "8,32,32", "--patch", "8,16,16"])
-    assert r.exit_code == 0 and logging.getLogger("spotlight_scale").level == logging.INFO
-    r = runner.invoke(cli, ["-vv", "ingest", "--help"])
+    man = make_raw(tmp_path / "raw", n=1)
+
+    def run(store, *flags):
+        cmd = [sys.executable, "-m", "spotlight_scale", "ingest", str(man), str(tmp_path / store),
+               "--cluster", cluster, "--chunks", "8,32,32", "--patch", "8,16,16", *flags]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    assert "ingest: 1/1 fields |" in run("a")  # progress by default
+    assert "ingest: 1/1 fields |" not in run("b", "-q")
+    assert "INFO spotlight_scale" in run("c", "-v")  # -v after the command
+    r = CliRunner().invoke(cli, ["ingest", "--help"])
     assert "--quiet" in r.output and "--verbose" in r.output
-    assert logging.getLogger("spotlight_scale").level == logging.DEBUG
 
 
 def test_predict_overwrite_of_part_of_a_prediction_is_refused(make_store, make_model_file,
-                                                              tmp_path):
+                                                              tmp_path, cluster):
     """`predict --overwrite --split test` with another model silently mixed two models under
     one name."""
-    from distributed import LocalCluster
-
     from spotlight_scale.pipelines.predict import predict
 
     store = make_store()
     a = make_model_file(store, tmp_path / "a.pt", seed=0)
     b = make_model_file(store, tmp_path / "b.pt", seed=1)
-    kw = dict(tile=(16, 32, 32), overlap=(4, 8, 8), progress_stream=None)
-    with LocalCluster(n_workers=1, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as lc:
-        predict(store.root, a, "p", split="all", cluster=lc.scheduler_address, **kw)
-        with pytest.raises(ValueError, match="outside --split test .* mix two models"):
-            predict(store.root, b, "p", split="test", overwrite=True,
-                    cluster=lc.scheduler_address, **kw)
-        shas = {m["model_sha256"] for m in store.done_fields("predict", "p").values()}
-        assert len(shas) == 1  # untouched
-        res = predict(store.root, b, "p", split="all", overwrite=True,
-                      cluster=lc.scheduler_address, **kw)
-        assert res["done"] == 4
-        assert len({m["model_sha256"] for m in store.done_fields("predict", "p").values()}) == 1
+    kw = dict(tile=(16, 32, 32), overlap=(4, 8, 8), progress_stream=None, cluster=cluster)
+    predict(store.root, a, "p", split="all", **kw)
+    with pytest.raises(ValueError, match="outside --split test .* mix two models"):
+        predict(store.root, b, "p", split="test", overwrite=True, **kw)
+    shas = {m["model_sha256"] for m in store.done_fields("predict", "p").values()}
+    assert len(shas) == 1  # untouched
+    res = predict(store.root, b, "p", split="all", overwrite=True, **kw)
+    assert res["done"] == 4
+    assert len({m["model_sha256"] for m in store.done_fields("predict", "p").values()}) == 1
