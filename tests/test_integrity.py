@@ -307,3 +307,22 @@ def test_concurrent_ingest_second_writer_fails_at_once(tmp_path):
     assert len(store.fields()) == 4 and not (store_dir / LOCK_NAME).exists()
     for key in store.fields():
         assert store.read(key, "target").shape == (20, 64, 64)
+
+
+def test_evaluate_names_the_field_with_a_damaged_chunk(make_store, make_model_file, tmp_path,
+                                                       cluster):
+    """Every stage names the field that failed: evaluate too."""
+    from spotlight_scale.io.store import FieldKey
+    from spotlight_scale.pipelines.evaluate import evaluate
+    from spotlight_scale.pipelines.fieldrun import FieldError
+    from spotlight_scale.pipelines.predict import predict
+
+    store = make_store()
+    model = make_model_file(store, tmp_path / "model.pt")
+    predict(store.root, model, "p", split="test", tile=(16, 32, 32), overlap=(4, 8, 8),
+            cluster=cluster, progress_stream=None)
+    bad = FieldKey("P1", "C04", 1)  # the test field
+    (store.field_url(bad) / "s0" / "c" / "1" / "0" / "1" / "1").unlink()
+    with pytest.raises(FieldError, match=f"evaluate failed on field {bad}: ChunkError: .*missing"):
+        evaluate(store, ["p"], out=tmp_path / "report", split="test", cluster=cluster,
+                 report=False)

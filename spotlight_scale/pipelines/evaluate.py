@@ -52,6 +52,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -653,7 +654,6 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
 
     from ..io.atomic import atomic_write_json
     from ..io.tables import write_table
-    from ..progress import Progress
 
     store = store if isinstance(store, Store) else Store(store)
     out = Path(out)
@@ -681,22 +681,19 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
                 pass  # a damaged cache entry is recomputed
         todo.append((fid, path, fp))
 
-    progress = Progress(len(plan["fields"]), "fields", desc="evaluate", initial=len(results))
     if todo:
-        from distributed import as_completed
+        from .fieldrun import run_fields
 
-        from ..cluster import open_client
+        def keep(item, res):  # cache each field's result as it arrives
+            fid, path, fp = item
+            atomic_write_json(path, {"fingerprint": fp, "result": res})
+            results[fid] = res
 
-        with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
-            futs = {client.submit(evaluate_field, str(store.root), fid, plan, pure=False):
-                    (fid, path, fp) for fid, path, fp in todo}
-            for fut in as_completed(futs):
-                fid, path, fp = futs[fut]
-                res = fut.result()
-                atomic_write_json(path, {"fingerprint": fp, "result": res})
-                results[fid] = res
-                progress.update(1)
-    progress.close()
+        run_fields(todo, lambda client, item: client.submit(
+                       evaluate_field, str(store.root), item[0], plan, pure=False),
+                   stage="evaluate", desc="evaluate", on_error="fail", cluster=cluster,
+                   workers=workers, cluster_config=cluster_config, progress_stream=sys.stderr,
+                   describe=lambda item: item[0], on_result=keep)
 
     ordered = [results[f] for f in plan["fields"]]
     df = pd.DataFrame([r for res in ordered for r in res["rows"]])
