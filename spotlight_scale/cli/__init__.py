@@ -64,7 +64,7 @@ def verbosity_options(f):
     """``-v``/``--verbose`` (repeatable) and ``-q``/``--quiet``, accepted by the group and
     by every command, before or after its name."""
     f = click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
-                     help="Only errors: no progress lines, no warnings.")(f)
+                     help="Only errors: no progress lines, no warnings from spotlight-scale.")(f)
     f = click.option("-v", "--verbose", count=True, expose_value=False,
                      callback=_count_verbose,
                      help="More log output: -v info, -vv debug, -vvv debug for Dask too.")(f)

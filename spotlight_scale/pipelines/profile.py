@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +27,8 @@ from ..io.atomic import atomic_write_json
 from ..io.store import FieldKey, Store, StoreError
 from ..io.tables import write_table
 from ..versioning import TABLE_SCHEMAS
+
+log = logging.getLogger(__name__)
 
 
 def _marker(out: Path, key: FieldKey) -> Path:
@@ -141,6 +144,8 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
                 if marker.get("inputs") == _inputs(store, key, labels, image):
                     skipped += 1
                     continue
+                log.warning("profile %s: labels or image of field %s changed since it was "
+                            "profiled; profiling it again", labels, key)
             if m.exists():  # redone: until then the field is not profiled
                 m.unlink()
                 P.part_path(out, key).unlink(missing_ok=True)
