@@ -34,6 +34,26 @@ def test_default_fnet_parameter_count_matches_reference():
     assert [m.out_channels for m in FNet().modules() if isinstance(m, torch.nn.Conv3d)][:2] == [32, 32]
 
 
+def test_fnet_reference_initialisation():
+    """pytorch_fnet's _weights_init: conv weights N(0, 0.02), BatchNorm N(1, 0.02) and 0."""
+    torch.manual_seed(0)
+    net = FNet(depth=2, channels=8)  # init="fnet" by default
+    convs = [m for m in net.modules() if isinstance(m, (torch.nn.Conv3d, torch.nn.ConvTranspose3d))]
+    w = torch.cat([m.weight.detach().flatten() for m in convs])
+    assert abs(float(w.mean())) < 2e-3 and float(w.std()) == pytest.approx(0.02, rel=0.05)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    g = torch.cat([m.weight.detach() for m in bns])
+    assert float(g.mean()) == pytest.approx(1.0, abs=0.01) and float(g.std()) < 0.03
+    assert all(float(m.bias.abs().max()) == 0 for m in bns)
+    first = lambda n: float(next(m for m in n.modules() if isinstance(m, torch.nn.Conv3d))
+                            .weight.detach().std())
+    assert first(net) == pytest.approx(0.02, rel=0.2)
+    # PyTorch's default: U(+-1/sqrt(fan_in)), fan_in 27 for the first convolution
+    assert first(FNet(depth=2, channels=8, init="torch")) == pytest.approx(1 / 9, rel=0.2)
+    with pytest.raises(ValueError, match="initialisation"):
+        FNet(depth=1, channels=2, init="xavier")
+
+
 def test_fnet_shapes_and_divisibility():
     net = FNet(depth=2, channels=4).eval()
     x = torch.randn(2, 1, 8, 12, 16)

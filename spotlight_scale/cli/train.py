@@ -45,6 +45,9 @@ Examples:
 @click.option("--patch", callback=parse_triple, help="Patch Z,Y,X [default: 32,64,64].")
 @click.option("--depth", type=int, help="F-net depth [default: 4].")
 @click.option("--channels", type=int, help="F-net base channels [default: 32].")
+@click.option("--init", type=click.Choice(["fnet", "torch"]),
+              help="Weight initialisation: pytorch_fnet's N(0, 0.02) or PyTorch's defaults "
+              "[default: fnet].")
 @click.option("--lr", type=float, help="Adam learning rate [default: 1e-3].")
 @click.option("--seed", type=int, help="[default: 0]")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="[default: auto]")

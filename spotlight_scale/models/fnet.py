@@ -13,12 +13,31 @@ Architecture (depth ``d``, base channels ``c``; the paper's default d=4, c=32):
 - output: Conv3d 3x3x3, padding 1, to ``out_channels``; no norm, no ReLU.
 
 Spatial sizes must be divisible by ``2**depth`` (:attr:`FNet.divisor`).
+
+Initialisation (``init="fnet"``, the default) is the reference implementation's
+(pytorch_fnet ``fnet_model._weights_init``, applied by its ``Model`` by default):
+every convolution and transposed convolution weight ~ N(0, 0.02), BatchNorm weight
+~ N(1, 0.02) and bias 0; convolution biases keep PyTorch's default. ``init="torch"``
+keeps PyTorch's defaults everywhere (what this project used before).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+#: Weight initialisations: the reference implementation's, or PyTorch's defaults.
+INITS = ("fnet", "torch")
+
+
+def _fnet_init(m: nn.Module) -> None:
+    """pytorch_fnet's ``_weights_init`` (DCGAN-style), module by module."""
+    if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm3d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
@@ -42,10 +61,12 @@ class FNet(nn.Module):
     """
 
     def __init__(self, depth: int = 4, channels: int = 32, in_channels: int = 1,
-                 out_channels: int = 1):
+                 out_channels: int = 1, init: str = "fnet"):
         super().__init__()
         if depth < 0 or channels < 1:
             raise ValueError(f"depth must be >= 0 and channels >= 1, got {depth}, {channels}")
+        if init not in INITS:
+            raise ValueError(f"unknown F-net initialisation {init!r}; expected one of {INITS}")
         self.depth, self.channels = int(depth), int(channels)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         widths = [channels * 2**i for i in range(depth + 1)]
@@ -64,6 +85,8 @@ class FNet(nn.Module):
                 self.decoders.append(_double_conv(2 * w, w))
             cin = w
         self.head = nn.Conv3d(widths[0], out_channels, 3, padding=1)
+        if init == "fnet":
+            self.apply(_fnet_init)
 
     @property
     def divisor(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.losses import DICE_DENOMINATORS, MSE_DENOMINATORS, PROBABILITIES, REDUCTIONS
+from ..models.fnet import INITS
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TrainConfig:
     patch: tuple[int, int, int] = (32, 64, 64)
     depth: int = 4
     channels: int = 32
+    init: str = "fnet"  # fnet (the reference implementation's N(0, 0.02)) | torch (PyTorch's)
     lr: float = 1e-3
     beta1: float = 0.5
     beta2: float = 0.999
@@ -75,6 +77,7 @@ class TrainConfig:
             (self.micro_batch is None or self.micro_batch >= 1, "micro_batch", ">= 1"),
             (len(self.patch) == 3 and min(self.patch) >= 1, "patch", "three positive ints"),
             (self.depth >= 0 and self.channels >= 1, "depth/channels", "depth >= 0, channels >= 1"),
+            (self.init in INITS, "init", " or ".join(INITS)),
             (self.lr > 0, "lr", "> 0"),
             (0 <= self.lam <= 1, "lam", "in [0, 1]"),
             (-1 < self.k < 0, "k", "in (-1, 0)"),

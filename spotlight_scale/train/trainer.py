@@ -94,7 +94,7 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
     val_ds = PatchDataset(store, val_keys, cfg.patch, mode=mode, norm=norm, seed=cfg.seed,
                           salt=VAL_SALT)
     torch.manual_seed(cfg.seed)
-    model = FNet(depth=cfg.depth, channels=cfg.channels).to(device)
+    model = FNet(depth=cfg.depth, channels=cfg.channels, init=cfg.init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     loss_fn = get_loss(cfg.loss, lam=cfg.lam, k=cfg.k, eps=cfg.eps,
                        probability=cfg.dice_probability, reduction=cfg.loss_reduction,
