@@ -44,7 +44,7 @@ def test_fnet_reference_initialisation():
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     g = torch.cat([m.weight.detach() for m in bns])
     assert float(g.mean()) == pytest.approx(1.0, abs=0.01) and float(g.std()) < 0.03
-    assert all(float(m.bias.abs().max()) == 0 for m in bns)
+    assert all(float(m.bias.detach().abs().max()) == 0 for m in bns)
     first = lambda n: float(next(m for m in n.modules() if isinstance(m, torch.nn.Conv3d))
                             .weight.detach().std())
     assert first(net) == pytest.approx(0.02, rel=0.2)

@@ -18,7 +18,8 @@ and scored on the store's test fields, predicted whole:
 - ``bg_spread``: std of the prediction over background / its mean over foreground (raw);
 - ``ap50``, ``ap_mean``: the project's watershed recipe on the prediction against the true
   nuclei, AP at IoU 0.5 and averaged over 0.5:0.05:0.9; true nuclei cut by the XY border are
-  dropped, as the recipe drops its own (``ap_target`` is the recipe on the target itself).
+  dropped from both sides, as ``evaluate`` does; the nucleus diameter is estimated on the
+  target, as ``segment`` does (``ap_target`` is the recipe on the target itself).
 
 Rows are appended to ``OUT/curves.csv`` (one per variant, seed, iteration); a row that is
 already there is not recomputed, so an interrupted run continues.
@@ -43,7 +44,8 @@ from spotlight_scale.core import losses
 from spotlight_scale.core.matching import average_precision
 from spotlight_scale.core.metrics import psnr, psnr_foreground
 from spotlight_scale.core.normalize import foreground_threshold, normalize, offset
-from spotlight_scale.core.segment import watershed_nuclei
+from spotlight_scale.core.segment import (WatershedConfig, clear_xy_border, estimate_diameter,
+                                          watershed_nuclei)
 from spotlight_scale.io.store import Store
 from spotlight_scale.models.io import load_model_file
 from spotlight_scale.train.config import TrainConfig
@@ -131,14 +133,6 @@ def _forward(model, x: np.ndarray) -> np.ndarray:
     return y[tuple(slice(0, n) for n in x.shape)]
 
 
-def _drop_border(lab: np.ndarray) -> np.ndarray:
-    faces = np.concatenate([lab[:, 0].ravel(), lab[:, -1].ravel(), lab[:, :, 0].ravel(),
-                            lab[:, :, -1].ravel()])
-    out = lab.copy()
-    out[np.isin(out, np.unique(faces[faces > 0]))] = 0
-    return out
-
-
 def score(store: Store, model_path: Path, fields, cache: dict) -> dict[str, float]:
     """Score the model on ``fields`` (whole fields, one forward each)."""
     model, meta = load_model_file(model_path)
@@ -155,11 +149,16 @@ def score(store: Store, model_path: Path, fields, cache: dict) -> dict[str, floa
         fg = target >= ts["otsu"]
         thr = foreground_threshold(ts, mode)
         raw = pred * ts["std"] + offset(ts, mode, "target")
+        voxel = store.voxel_size(key)
         if key not in cache:
-            true = _drop_border(store.read_named(key, "labels:gt").astype(np.uint32))
-            cache[key] = (true, average_precision(true, watershed_nuclei(target), THRESHOLDS))
-        true, ap_t = cache[key]
-        lab = watershed_nuclei(raw)
+            # as `segment` does: the diameter is measured on the target, whatever is segmented
+            cfg = WatershedConfig(diameter_um=estimate_diameter(target, voxel_size=voxel))
+            true = clear_xy_border(store.read_named(key, "labels:gt").astype(np.uint32))
+            ap_t = average_precision(true, watershed_nuclei(target, cfg, voxel_size=voxel),
+                                     THRESHOLDS)
+            cache[key] = (true, ap_t, cfg)
+        true, ap_t, cfg = cache[key]
+        lab = clear_xy_border(watershed_nuclei(raw, cfg, voxel_size=voxel))
         ap = average_precision(true, lab, THRESHOLDS)
         acc["bg_below"].append(float((pred[~fg] < thr).mean()))
         acc["fg_above"].append(float((pred[fg] >= thr).mean()))
