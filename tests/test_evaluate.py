@@ -68,7 +68,10 @@ def profiles_of(store, keys, image_of, labels_name):
                          "Nuclei_AreaShape_Volume": float(v),
                          "Nuclei_Intensity_MeanIntensity": float(m),
                          "Nuclei_Intensity_MaxIntensity": float(x),
-                         "Nuclei_Location_Center_X": float(c)})
+                         "Nuclei_Location_Center_X": float(c),
+                         # raw moments and tensor entries: orientation and position, not form
+                         "Nuclei_AreaShape_CentralMoment_0_1_2": float(c * v),
+                         "Nuclei_AreaShape_InertiaTensor_0_1": float(c - v)})
     return pd.DataFrame(rows)
 
 
@@ -211,7 +214,8 @@ def test_evaluate_writes_every_report_file_with_consistent_numbers(eval_store, t
     # feature level by hand: matched nuclei (IoU) -> min-max scaled features -> cosine
     feats = ["Nuclei_AreaShape_Volume", "Nuclei_Intensity_MaxIntensity",
              "Nuclei_Intensity_MeanIntensity"]
-    assert sorted(summary["features"]["good"]) == feats  # location feature left out
+    # location, moment and tensor-entry features left out
+    assert sorted(summary["features"]["good"]) == feats
     t = frames["target"].set_index(["Metadata_Plate", "Metadata_Well", "Metadata_Site",
                                     "Metadata_ObjectNumber"])
     p = frames["good"].set_index(t.index.names)

@@ -89,6 +89,11 @@ FEATURE_METRICS = ("n_matched", "cosine_nuclei_median")
 #: Profile feature names that say *where* a nucleus is, not what it looks like:
 #: left out of the cosine distance (matched nuclei share them by construction).
 _LOCATION = re.compile(r"(location|centroid|center|bbox|boundingbox|bounding_box)", re.I)
+#: Also left out: cp_measure's raw, central and normalised moments and the inertia tensor's
+#: entries (185 of its 208 size/shape columns). They depend on position and orientation,
+#: and after min-max scaling they would outweigh the morphology the paper's profile is
+#: about (regionprops and mesh features: size, shape, intensity).
+_MOMENTS = re.compile(r"_(SpatialMoment|CentralMoment|NormalizedMoment|HuMoment|InertiaTensor)_")
 
 
 # =========================================================================== plan
@@ -398,6 +403,7 @@ def _feature_columns(a, b) -> list[str]:
     cols = []
     for c in a.columns:
         if (c.startswith("Nuclei_") and c in b.columns and not _LOCATION.search(c)
+                and not _MOMENTS.search(c)
                 and pd.api.types.is_numeric_dtype(a[c]) and pd.api.types.is_numeric_dtype(b[c])):
             cols.append(c)
     return cols
@@ -433,7 +439,8 @@ def read_profiles(path: str | Path, fields: Sequence[str]):
 def feature_distances(target_profiles, pred_profiles, matches: Mapping[str, Sequence]):
     """Cosine distances between target and prediction profiles.
 
-    Features: the ``Nuclei_*`` columns both tables share, minus location features,
+    Features: the ``Nuclei_*`` columns both tables share, minus location, moment and
+    inertia-tensor-entry features (the eigenvalues stay),
     min-max scaled by the target nuclei's range (``cubic``'s ``feature_ranges``
     convention) so no unit dominates.
 
