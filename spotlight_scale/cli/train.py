@@ -40,6 +40,9 @@ Examples:
 @click.option("--mse-denominator", type=click.Choice(["foreground", "all"]),
               help="Spotlight: divide the masked squared error by the foreground voxels or by "
               "all voxels [default: foreground].")
+@click.option("--lambda-ramp", type=int,
+              help="Spotlight, beyond the paper: raise the MSE weight linearly from 0 to lambda "
+              "over the first N iterations (Dice alone at first) [default: 0, off].")
 @click.option("--iterations", type=int, help="[default: 50000]")
 @click.option("--batch-size", type=int, help="Global batch, split across ranks [default: 24].")
 @click.option("--patch", callback=parse_triple, help="Patch Z,Y,X [default: 32,64,64].")

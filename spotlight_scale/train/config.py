@@ -37,6 +37,9 @@ class TrainConfig:
     loss_reduction: str = "batch"  # batch | patch: over what both Spotlight terms average
     dice_denominator: str = "linear"  # linear | squared: sum(p)+sum(m) or sum(p^2)+sum(m^2)
     mse_denominator: str = "foreground"  # foreground | all: masked MSE divided by |M| or N
+    # beyond the paper, off by default: the MSE weight rises linearly from 0 to lam over the
+    # first lambda_ramp iterations (Dice alone at the start)
+    lambda_ramp: int = 0
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
     augment: bool = False  # random XY flips and 90-degree rotations
@@ -60,8 +63,14 @@ class TrainConfig:
             out.update(lam=self.lam, k=self.k, eps=self.eps,
                        dice_probability=self.dice_probability, loss_reduction=self.loss_reduction,
                        dice_denominator=self.dice_denominator,
-                       mse_denominator=self.mse_denominator)
+                       mse_denominator=self.mse_denominator, lambda_ramp=self.lambda_ramp)
         return out
+
+    def lam_at(self, iteration: int) -> float:
+        """The MSE weight at a (1-based) training iteration: ``lam``, ramped when asked."""
+        if self.lambda_ramp <= 0:
+            return self.lam
+        return self.lam * min(1.0, (iteration - 1) / self.lambda_ramp)
 
     @property
     def sampling_mode(self) -> str:
@@ -81,6 +90,7 @@ class TrainConfig:
             (self.lr > 0, "lr", "> 0"),
             (0 <= self.lam <= 1, "lam", "in [0, 1]"),
             (-1 < self.k < 0, "k", "in (-1, 0)"),
+            (self.lambda_ramp >= 0, "lambda_ramp", ">= 0"),
             (self.dice_probability in PROBABILITIES, "dice_probability", " or ".join(PROBABILITIES)),
             (self.loss_reduction in REDUCTIONS, "loss_reduction", " or ".join(REDUCTIONS)),
             (self.dice_denominator in DICE_DENOMINATORS, "dice_denominator",

@@ -165,11 +165,12 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
         opt.zero_grad(set_to_none=True)
         n_micro = local // micro
         total = 0.0
+        ramp = {"lam": cfg.lam_at(it)} if cfg.loss == "spotlight" and cfg.lambda_ramp else {}
         for m in range(n_micro):
             sl = slice(m * micro, (m + 1) * micro)
             sync = nullcontext() if (m == n_micro - 1 or env.world == 1) else net.no_sync()
             with sync, autocast:
-                loss = loss_fn(net(sig[sl]).float(), tgt[sl], mask[sl]) / n_micro
+                loss = loss_fn(net(sig[sl]).float(), tgt[sl], mask[sl], **ramp) / n_micro
                 loss.backward()
             total += float(loss.detach())
         opt.step()
