@@ -23,14 +23,27 @@ Examples:
               "Spotlight criteria (overrides --seed).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local Dask workers.")
 @click.option("--iterations", type=int, default=None, help="Override the training iterations.")
-def benchmark(workdir, budget, seed, seeds, workers, iterations):
+@click.option("--spotlight-option", "spotlight_option", multiple=True, metavar="KEY=VALUE",
+              help="A train config key for the Spotlight model only, e.g. lambda_ramp=100 "
+              "(repeatable; recorded in benchmark.json).")
+def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option):
     """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
 
     Both models get the same budget and seed. Writes WORKDIR/report/report.md
     with figures, metrics.parquet, summary.json and benchmark.json (settings,
     timings).
     """
+    import yaml
+
     from ..pipelines.benchmark import run_benchmark, run_benchmark_seeds
+
+    options = {}
+    for item in spotlight_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}",
+                                     param_hint="--spotlight-option")
+        options[key.strip()] = yaml.safe_load(value)
 
     if seeds:
         try:
@@ -39,10 +52,11 @@ def benchmark(workdir, budget, seed, seeds, workers, iterations):
             raise click.BadParameter(f"expected integers like 0,1,2, got {seeds!r}",
                                      param_hint="--seeds") from None
         res = run_benchmark_seeds(workdir, budget=budget, seeds=values, workers=workers,
-                                  iterations=iterations)
+                                  iterations=iterations, spotlight_options=options)
         for v in res["aggregate"]["criteria"]:
             click.echo(f"  {'met' if v['met'] else 'NOT met'}: {v['criterion']}")
         click.echo(f"benchmark ({budget}, seeds {seeds}): report at {res['report']}")
         return
-    res = run_benchmark(workdir, budget=budget, seed=seed, workers=workers, iterations=iterations)
+    res = run_benchmark(workdir, budget=budget, seed=seed, workers=workers, iterations=iterations,
+                        spotlight_options=options)
     click.echo(f"benchmark ({budget}, seed {seed}): report at {res['report']}")

@@ -59,13 +59,16 @@ BUDGETS = {
 
 
 def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int = 2,
-                  iterations: int | None = None, progress_stream=sys.stderr) -> dict[str, Any]:
+                  iterations: int | None = None, spotlight_options: dict | None = None,
+                  progress_stream=sys.stderr) -> dict[str, Any]:
     """Run every stage for one seed into ``workdir``; returns the summary (also in ``report/``).
 
-    The seed draws the synthetic screen and seeds both trainings.
+    The seed draws the synthetic screen and seeds both trainings. ``spotlight_options``:
+    train config keys for the Spotlight model only (e.g. ``{"lambda_ramp": 100}``).
     """
     from distributed import Client, LocalCluster
 
+    from ..config import config_from_mapping, config_to_dict
     from ..io.store import Store
     from ..train.config import TrainConfig
     from .evaluate import evaluate
@@ -111,6 +114,9 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
                               device=b.device, val_interval=max(b.iterations // 10, 1),
                               checkpoint_interval=max(b.iterations // 5, 1),
                               num_workers=1 if b.device == "cpu" else 4, **b.train_extra)
+            if loss == "spotlight" and spotlight_options:
+                cfg = config_from_mapping(TrainConfig, {**config_to_dict(cfg), **spotlight_options},
+                                          "spotlight options")
             train(store.root, w / "runs" / name, cfg, overwrite=True,
                   progress_stream=progress_stream)
             done(f"train {name}")
@@ -145,7 +151,8 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
                            split="test", cluster=addr, overwrite=True)
         done("evaluate")
     meta = {"budget": budget, "seed": seed, "workers": workers, "iterations": b.iterations,
-            "settings": {k: v for k, v in b.__dict__.items()}, "seconds": timings}
+            "settings": {k: v for k, v in b.__dict__.items()},
+            "spotlight_options": dict(spotlight_options or {}), "seconds": timings}
     (w / "report" / "benchmark.json").write_text(json.dumps(meta, indent=2, default=list))
     return {"summary": summary, "meta": meta, "report": str(w / "report" / "report.md")}
 
@@ -257,8 +264,8 @@ def write_seed_report(workdir: Path, budget: str, seeds, table, agg: dict,
 
 
 def run_benchmark_seeds(workdir, *, budget: str = "quick", seeds=(0, 1, 2), workers: int = 2,
-                        iterations: int | None = None, progress_stream=sys.stderr
-                        ) -> dict[str, Any]:
+                        iterations: int | None = None, spotlight_options: dict | None = None,
+                        progress_stream=sys.stderr) -> dict[str, Any]:
     """:func:`run_benchmark` once per seed into ``WORK/seed-<S>/``, then ``WORK/report.md``.
 
     A seed whose ``report/summary.json`` exists is not run again (an interrupted run of
@@ -274,7 +281,7 @@ def run_benchmark_seeds(workdir, *, budget: str = "quick", seeds=(0, 1, 2), work
         if not (sub / "report" / "summary.json").exists():
             print(f"== seed {s}", file=progress_stream, flush=True)
             run_benchmark(sub, budget=budget, seed=s, workers=workers, iterations=iterations,
-                          progress_stream=progress_stream)
+                          spotlight_options=spotlight_options, progress_stream=progress_stream)
         reports[s] = sub / "report"
     table = seed_table(reports)
     agg = aggregate_seeds(table)
