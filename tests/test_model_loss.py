@@ -93,8 +93,13 @@ def test_losses_against_hand_values():
     p = [min(max((sig(v) + 1) / 2, 0), 1) for v in [0, 1, -1, 2]]
     dice = 1 - (2 * (p[0] + p[1]) + 1e-6) / (sum(p) + 2 + 1e-6)
     assert L.dice_loss(L.soft_foreground(pred), mask).item() == pytest.approx(dice, rel=1e-6)
-    assert L.spotlight_loss(pred, target, mask).item() == pytest.approx(0.5 * 0.5 + 0.5 * dice,
-                                                                         rel=1e-6)
+    assert L.spotlight_loss(pred, target, mask, dice_denominator="linear",
+                            mse_denominator="foreground").item() == pytest.approx(
+        0.5 * 0.5 + 0.5 * dice, rel=1e-6)
+    # the defaults (the authors' code): V-Net Dice, squared error over M divided by all voxels
+    vnet = 1 - (2 * (p[0] + p[1]) + 1e-6) / (sum(v * v for v in p) + 2 + 1e-6)
+    assert L.spotlight_loss(pred, target, mask).item() == pytest.approx(
+        0.5 * (1 + 0) / 4 + 0.5 * vnet, rel=1e-6)
     assert L.masked_mse(pred, target, torch.zeros(4, dtype=torch.bool)).item() == 0
 
 

@@ -36,10 +36,10 @@ Examples:
               "[default: batch].")
 @click.option("--dice-denominator", type=click.Choice(["linear", "squared"]),
               help="Spotlight: Dice denominator sum(p)+sum(m) or sum(p^2)+sum(m^2) (V-Net) "
-              "[default: linear].")
+              "[default: squared, as the authors' code].")
 @click.option("--mse-denominator", type=click.Choice(["foreground", "all"]),
               help="Spotlight: divide the masked squared error by the foreground voxels or by "
-              "all voxels [default: foreground].")
+              "all voxels [default: all, as the authors' code].")
 @click.option("--lambda-ramp", type=int,
               help="Spotlight, beyond the paper: raise the MSE weight linearly from 0 to lambda "
               "over the first N iterations (Dice alone at first) [default: 0, off].")

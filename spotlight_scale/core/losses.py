@@ -9,24 +9,35 @@ with ``M`` the foreground mask (target >= Otsu, see :mod:`spotlight_scale.core.n
 
     sigma_k(x) = (x - k x) / (k - 2 k |x| + 1)
 
-**Values outside [-1, 1].** The paper does not say how ``sigma_k`` is turned into
-a probability for Dice. For k = -0.95 the denominator ``0.05 + 1.9|x|`` is always
-positive, and ``sigma_k`` is odd, monotone and saturates at +-1.95/1.9 = +-1.026,
-so predictions far outside [-1, 1] (common: the target is in std units) stay
-finite. We use ``p = clamp((sigma_k(x) + 1) / 2, 0, 1)`` (the mapping of the
-authors' own fork, plus a clamp of the 2.6 % overshoot): with the target
-normalised as ``(x - otsu) / std`` the threshold x = 0 maps to p = 0.5, which
-is exactly where the mask M switches, and background voxels (x < 0) keep a
-non-zero gradient that pushes them towards p = 0. Clamping ``sigma_k`` itself
-to [0, 1] (VisCy) would make every background prediction p = 0 with zero
-gradient, so the Dice term could not suppress background haze, which is the
-point of the loss.
+**What the paper leaves open, and the defaults.** The paper does not say how
+``sigma_k`` becomes a probability for Dice, which Dice denominator is used, over
+what the terms are averaged, or what the masked MSE is divided by. The defaults
+follow the authors' own code (``WMSEDiceLoss`` in alxndrkalinin/pytorch_fnet,
+commit 4c89860; read, not copied):
 
-**Dice.** ``1 - (2 sum(p m) + eps) / (sum(p) + sum(m) + eps)``, eps = 1e-6 in
-numerator and denominator, so an empty mask with an empty prediction scores 0.
+- ``p = clamp((sigma_k(x) + 1) / 2, 0, 1)`` (``probability="shifted"``): the
+  threshold x = 0 maps to p = 0.5, where the mask switches; the clamp only cuts
+  sigma_k's 2.6 % overshoot (it saturates at +-1.95/1.9). VisCy's
+  ``clamp(sigma_k(x), 0, 1)`` is ``probability="clamp"``.
+- V-Net Dice ``1 - (2 sum(p m) + eps) / (sum(p^2) + sum(m^2) + eps)``
+  (``dice_denominator="squared"``; Sorensen ``sum(p) + sum(m)`` is ``"linear"``),
+  eps = 1e-6, so an empty mask with an empty prediction scores 0.
+- masked MSE ``sum(M (pred - target)^2) / N`` over all N voxels
+  (``mse_denominator="all"``; ``"foreground"`` divides by ``|M|`` instead, 0 when M
+  is empty).
+- both terms over the whole batch (``reduction="batch"``; ``"patch"``: per patch,
+  then averaged).
 
-**Masked MSE.** Sum of squared errors over M divided by the number of voxels in
-M; 0 when M is empty (such patches are excluded by the sampler in spotlight mode).
+Which of these choices decides whether background ends below the threshold was
+settled by runs, not by argument: see ``docs/benchmark/README.md``. In short, with
+Sorensen Dice and foreground-normalised MSE (the loss this project shipped first)
+the network's common mode is pushed into sigma_k's saturation within a few
+iterations, where Dice has no gradient left, and it stays there; V-Net Dice has a
+restoring force towards p ~ sqrt(|M|/N) and the all-voxel MSE is ~11x weaker on
+these screens.
+
+Beyond the paper (off by default): ``lambda_ramp`` in the train config raises the
+MSE weight from 0 to ``lam`` over the first iterations.
 """
 
 from __future__ import annotations
@@ -134,8 +145,8 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 
 def spotlight_loss(pred, target, mask, *, lam: float = LAMBDA_DEFAULT, k: float = K_DEFAULT,
                    eps: float = EPS_DEFAULT, probability: str = "shifted",
-                   reduction: str = "batch", dice_denominator: str = "linear",
-                   mse_denominator: str = "foreground") -> torch.Tensor:
+                   reduction: str = "batch", dice_denominator: str = "squared",
+                   mse_denominator: str = "all") -> torch.Tensor:
     """``lam * masked_mse + (1 - lam) * dice(soft_foreground(pred), mask)``."""
     if not 0 <= lam <= 1:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")

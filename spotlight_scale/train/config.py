@@ -35,8 +35,8 @@ class TrainConfig:
     eps: float = 1e-6
     dice_probability: str = "shifted"  # clamp | shifted: how sigma_k becomes p for Dice
     loss_reduction: str = "batch"  # batch | patch: over what both Spotlight terms average
-    dice_denominator: str = "linear"  # linear | squared: sum(p)+sum(m) or sum(p^2)+sum(m^2)
-    mse_denominator: str = "foreground"  # foreground | all: masked MSE divided by |M| or N
+    dice_denominator: str = "squared"  # linear | squared: sum(p)+sum(m) or sum(p^2)+sum(m^2)
+    mse_denominator: str = "all"  # foreground | all: masked MSE divided by |M| or N
     # beyond the paper, off by default: the MSE weight rises linearly from 0 to lam over the
     # first lambda_ramp iterations (Dice alone at the start)
     lambda_ramp: int = 0
