@@ -11,7 +11,8 @@ from spotlight_scale.cli import cli
 
 
 def test_benchmark_tiny_end_to_end(tmp_path):
-    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--seeds", "1"])
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--seeds", "1",
+                                 "--spotlight-option", "lambda_ramp=2"])
     assert r.exit_code == 0, r.output
     assert "Spotlight mean AP" in r.output  # the criteria verdicts are printed
     seeds = (tmp_path / "report.md").read_text()
@@ -30,6 +31,20 @@ def test_benchmark_tiny_end_to_end(tmp_path):
     assert "fnet" in text and "spotlight" in text
     for run in ("fnet", "spotlight"):
         assert (tmp_path / "runs" / run / "model.pt").exists()
+    # the Spotlight-only option reached the Spotlight model and only it
+    from spotlight_scale.models.io import load_model_file
+
+    assert meta["spotlight_options"] == {"lambda_ramp": 2}
+    settings = {run: load_model_file(tmp_path / "runs" / run / "model.pt")[1]["loss_settings"]
+                for run in ("fnet", "spotlight")}
+    assert settings["spotlight"]["lambda_ramp"] == 2 and "lambda_ramp" not in settings["fnet"]
+    assert settings["spotlight"]["dice_denominator"] == "squared"
+
+
+def test_benchmark_refuses_an_unknown_spotlight_option(tmp_path):
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--spotlight-option",
+                                 "lambda_rmp=2"])
+    assert r.exit_code != 0 and "lambda_rmp" in r.output
 
 
 def _metrics_table(path, values):

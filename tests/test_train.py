@@ -136,3 +136,21 @@ def test_ddp_two_gloo_ranks_equal_one_process(store, tmp_path):
     la, lb = read_loss_log(tmp_path / "ddp"), read_loss_log(tmp_path / "one")
     np.testing.assert_allclose([r["train_loss"] for r in la], [r["train_loss"] for r in lb],
                                rtol=1e-4)
+
+
+def test_lambda_ramp_starts_with_dice_alone(store, tmp_path):
+    cfg = TrainConfig(**SMALL, iterations=1, lambda_ramp=4)
+    assert [cfg.lam_at(i) for i in (1, 3, 5, 50)] == [0.0, 0.25, 0.5, 0.5]
+    with pytest.raises(ValueError, match="lambda_ramp"):
+        TrainConfig(**SMALL, lambda_ramp=-1).validate()
+
+    def weights(name, **kw):
+        run_training(store.root, tmp_path / name, TrainConfig(**{**SMALL, **kw}, iterations=1),
+                     progress_stream=None)
+        return load_model_file(tmp_path / name / "model.pt")[0].state_dict()
+
+    ramped, dice_only, plain = (weights("ramp", lambda_ramp=4), weights("dice", lam=0.0),
+                                weights("plain"))
+    for k in ramped:  # the first step is the Dice-only step, and not the lambda = 0.5 one
+        torch.testing.assert_close(ramped[k], dice_only[k], rtol=0, atol=0)
+    assert any(not torch.equal(ramped[k], plain[k]) for k in ramped if ramped[k].is_floating_point())

@@ -8,7 +8,8 @@
      "target_range": {"raw_min", "raw_max", "norm_min", "norm_max"},
      "train_config": {...}, "iteration": int, "loss": "mse" | "spotlight",
      "loss_settings": {"loss", "normalization", "sampling", and for spotlight "lam", "k",
-                       "eps", "dice_probability", "loss_reduction"}}
+                       "eps", "dice_probability", "loss_reduction", "dice_denominator",
+                       "mse_denominator", "lambda_ramp"}}
 
 ``loss_settings`` (which variant of the loss trained the model) is absent from files
 written before it existed.

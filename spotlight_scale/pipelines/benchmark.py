@@ -79,6 +79,9 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
     from .synth import synth_screen
     from .train import train
 
+    if spotlight_options:  # refused before anything runs, naming the key
+        config_from_mapping(TrainConfig, {**config_to_dict(TrainConfig()), **spotlight_options},
+                            "--spotlight-option")
     b = BUDGETS[budget]
     if iterations is not None:
         b = replace(b, iterations=iterations)
@@ -116,7 +119,7 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
                               num_workers=1 if b.device == "cpu" else 4, **b.train_extra)
             if loss == "spotlight" and spotlight_options:
                 cfg = config_from_mapping(TrainConfig, {**config_to_dict(cfg), **spotlight_options},
-                                          "spotlight options")
+                                          "--spotlight-option")
             train(store.root, w / "runs" / name, cfg, overwrite=True,
                   progress_stream=progress_stream)
             done(f"train {name}")
