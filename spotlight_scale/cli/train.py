@@ -74,7 +74,8 @@ def train(store, run_dir, config_file, resume, overwrite, **flags):
 
     Writes RUN_DIR/config.yaml (the resolved config), loss.csv (train and
     validation loss), checkpoints/latest.pt and, at the end, model.pt with the
-    model config, normalisation mode and the training target's intensity range.
+    model config, normalisation mode, the training target's intensity range and the
+    loss settings that trained it (every Spotlight choice below).
     """
     from ..pipelines.train import resolve_train_config
     from ..pipelines.train import train as run_train
