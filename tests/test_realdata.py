@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
