@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's main job: a synthetic screen through every stage on a local Dask cluster
-# (2 workers), F-net (MSE) vs Spotlight with a CPU-sized budget. About 5 minutes on 2 cores (plus the install on a fresh machine).
+# (2 workers), F-net (MSE) vs Spotlight with a CPU-sized budget (200 iterations each; too few
+# for the Spotlight effect to show on this screen: see the README). About 5 minutes on 2 cores
+# (plus the install on a fresh machine).
 # Usage: deploy/demo.sh [WORKDIR]   (default: demo/)
 set -euo pipefail
 W="${1:-demo}"
