@@ -79,12 +79,20 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
     from .synth import synth_screen
     from .train import train
 
-    if spotlight_options:  # refused before anything runs, naming the key
-        config_from_mapping(TrainConfig, {**config_to_dict(TrainConfig()), **spotlight_options},
-                            "--spotlight-option")
     b = BUDGETS[budget]
     if iterations is not None:
         b = replace(b, iterations=iterations)
+    models = {"fnet": "mse", "spotlight": "spotlight"}
+    configs = {name: TrainConfig(loss=loss, iterations=b.iterations, batch_size=b.batch_size,
+                                 patch=b.patch, depth=b.depth, channels=b.channels, seed=seed,
+                                 device=b.device, val_interval=max(b.iterations // 10, 1),
+                                 checkpoint_interval=max(b.iterations // 5, 1),
+                                 num_workers=1 if b.device == "cpu" else 4, **b.train_extra)
+               for name, loss in models.items()}
+    if spotlight_options:  # refused before anything runs, naming the key
+        configs["spotlight"] = config_from_mapping(
+            TrainConfig, {**config_to_dict(configs["spotlight"]), **spotlight_options},
+            "--spotlight-option")
     w = Path(workdir)
     w.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -109,17 +117,8 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
                cluster=addr, progress_stream=progress_stream)
         done("ingest")
         store = Store(w / "store")
-        models = {"fnet": "mse", "spotlight": "spotlight"}
-        for name, loss in models.items():
+        for name, cfg in configs.items():
             step(f"train {name}")
-            cfg = TrainConfig(loss=loss, iterations=b.iterations, batch_size=b.batch_size,
-                              patch=b.patch, depth=b.depth, channels=b.channels, seed=seed,
-                              device=b.device, val_interval=max(b.iterations // 10, 1),
-                              checkpoint_interval=max(b.iterations // 5, 1),
-                              num_workers=1 if b.device == "cpu" else 4, **b.train_extra)
-            if loss == "spotlight" and spotlight_options:
-                cfg = config_from_mapping(TrainConfig, {**config_to_dict(cfg), **spotlight_options},
-                                          "--spotlight-option")
             train(store.root, w / "runs" / name, cfg, overwrite=True,
                   progress_stream=progress_stream)
             done(f"train {name}")
