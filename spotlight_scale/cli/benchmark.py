@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .options import parse_key_values
+
 
 @click.command(epilog="""\b
 Examples:
@@ -23,7 +25,8 @@ Examples:
               "Spotlight criteria (overrides --seed).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Local Dask workers.")
 @click.option("--iterations", type=int, default=None, help="Override the training iterations.")
-@click.option("--spotlight-option", "spotlight_option", multiple=True, metavar="KEY=VALUE",
+@click.option("--spotlight-option", "spotlight_option", multiple=True,
+              callback=parse_key_values, metavar="KEY=VALUE",
               help="A train config key for the Spotlight model only, e.g. lambda_ramp=100 "
               "(repeatable; recorded in benchmark.json).")
 def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option):
@@ -37,13 +40,7 @@ def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_optio
 
     from ..pipelines.benchmark import run_benchmark, run_benchmark_seeds
 
-    options = {}
-    for item in spotlight_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}",
-                                     param_hint="--spotlight-option")
-        options[key.strip()] = yaml.safe_load(value)
+    options = {key: yaml.safe_load(value) for key, value in spotlight_option}
 
     if seeds:
         try:

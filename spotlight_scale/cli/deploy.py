@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import parse_key_values
+
 
 @click.group()
 def deploy():
@@ -41,7 +43,7 @@ Examples:
 @click.option("--account", default=None)
 @click.option("--time", "time_", default=None, help="Wall time HH:MM:SS.")
 @click.option("--prologue", multiple=True, help="Lines run first (e.g. module load ...).")
-@click.option("--set", "sets", multiple=True,
+@click.option("--set", "sets", multiple=True, callback=parse_key_values, metavar="NAME=VALUE",
               help="Template value NAME=VALUE; a name the stage does not take is refused.")
 @click.option("--template", "templates", multiple=True,
               help="A site-edited template FILE (--stage all: KIND=FILE, KIND train, array "
@@ -60,11 +62,7 @@ def slurm(stage, nodes, gpus_per_node, tasks_per_node, cpus_per_task, partition,
               "CPUS_PER_TASK": cpus_per_task, "PARTITION": partition, "ACCOUNT": account,
               "TIME": time_, "PROLOGUE": list(prologue)}
     values = {k: v for k, v in values.items() if v not in (None, [], ())}
-    for s in sets:
-        k, sep, val = s.partition("=")
-        if not sep or not k.strip():
-            raise click.BadParameter(f"--set {s!r}: expected NAME=VALUE")
-        values[k.strip().upper()] = val
+    values.update((k.upper(), val) for k, val in sets)
     if stage != "all":
         if out is not None or submit:
             raise DeployError("--out and --submit go with --stage all (one script is printed; "

@@ -23,6 +23,18 @@ def parse_triple(ctx, param, value):
     return tuple(nums)
 
 
+def parse_key_values(ctx, param, value):
+    """Click callback of a repeatable ``NAME=VALUE`` option -> ``[(name, value), ...]``
+    (names stripped, values as given)."""
+    pairs = []
+    for item in value or ():
+        key, sep, val = str(item).partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}")
+        pairs.append((key.strip(), val))
+    return pairs
+
+
 def store_argument(f):
     return click.argument("store", type=click.Path(path_type=Path, file_okay=False))(f)
 
