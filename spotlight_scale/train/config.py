@@ -66,6 +66,12 @@ class TrainConfig:
                        mse_denominator=self.mse_denominator, lambda_ramp=self.lambda_ramp)
         return out
 
+    def spotlight_kwargs(self) -> dict:
+        """This config's keywords of :func:`~spotlight_scale.core.losses.spotlight_loss`."""
+        return dict(lam=self.lam, k=self.k, eps=self.eps, probability=self.dice_probability,
+                    reduction=self.loss_reduction, dice_denominator=self.dice_denominator,
+                    mse_denominator=self.mse_denominator)
+
     def lam_at(self, iteration: int) -> float:
         """The MSE weight at a (1-based) training iteration: ``lam``, ramped when asked."""
         if self.lambda_ramp <= 0:

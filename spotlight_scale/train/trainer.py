@@ -96,10 +96,7 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
     torch.manual_seed(cfg.seed)
     model = FNet(depth=cfg.depth, channels=cfg.channels, init=cfg.init).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    loss_fn = get_loss(cfg.loss, lam=cfg.lam, k=cfg.k, eps=cfg.eps,
-                       probability=cfg.dice_probability, reduction=cfg.loss_reduction,
-                       dice_denominator=cfg.dice_denominator, mse_denominator=cfg.mse_denominator) \
-        if cfg.loss == "spotlight" else get_loss("mse")
+    loss_fn = get_loss(cfg.loss, **(cfg.spotlight_kwargs() if cfg.loss == "spotlight" else {}))
     start = 0
     if resume:
         ck = load_checkpoint(run_dir)
