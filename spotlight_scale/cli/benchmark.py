@@ -29,18 +29,56 @@ Examples:
               callback=parse_key_values, metavar="KEY=VALUE",
               help="A train config key for the Spotlight model only, e.g. lambda_ramp=100 "
               "(repeatable; recorded in benchmark.json).")
-def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option):
+@click.option("--store", "store", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              default=None, help="Benchmark on this store (any ingested screen, 2D or 3D) "
+              "instead of a synthetic one: learning curves, several seeds (see below).")
+@click.option("--models", default="fnet-torch,fnet,spotlight,spotlight-clamp", show_default=True,
+              help="--store: model variants (fnet, fnet-torch, spotlight, spotlight-clamp).")
+@click.option("--one-seed", default="fnet,spotlight-clamp", show_default=True,
+              help="--store: variants run with the first seed only.")
+@click.option("--checkpoints", default="1000,3000,10000,20000", show_default=True,
+              help="--store: iterations at which each run is scored (one run per seed).")
+@click.option("--set", "common", multiple=True, callback=parse_key_values, metavar="KEY=VALUE",
+              help="--store: a train config key for every model, e.g. depth=4 (repeatable).")
+@click.option("--train-only", is_flag=True,
+              help="--store: train the snapshots, score later (e.g. several processes).")
+def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option, store, models,
+              one_seed, checkpoints, common, train_only):
     """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
 
     Both models get the same budget and seed. Writes WORKDIR/report/report.md
     with figures, metrics.parquet, summary.json and benchmark.json (settings,
     timings).
+
+    With --store STORE: every model variant is trained once per seed (--seeds,
+    default 0,1,2) on STORE's training fields, snapshotted at each of
+    --checkpoints, and each snapshot is scored on the test fields (predictions and
+    labels named bench-* in STORE); WORKDIR/report.md holds the learning curves.
+    Resumable: re-run the same command.
     """
     import yaml
 
     from ..pipelines.benchmark import run_benchmark, run_benchmark_seeds
 
     options = {key: yaml.safe_load(value) for key, value in spotlight_option}
+    if store is not None:
+        from ..pipelines.benchmark_store import run_store_benchmark
+
+        def ints(text, opt):
+            try:
+                return [int(v) for v in str(text).split(",") if v.strip()]
+            except ValueError:
+                raise click.BadParameter(f"expected integers like 0,1,2, got {text!r}",
+                                         param_hint=opt) from None
+
+        names = lambda text: [v.strip() for v in str(text).split(",") if v.strip()]  # noqa: E731
+        res = run_store_benchmark(
+            store, workdir, models=names(models), seeds=ints(seeds or "0,1,2", "--seeds"),
+            checkpoints=ints(checkpoints, "--checkpoints"), one_seed=names(one_seed),
+            common={k: yaml.safe_load(v) for k, v in common}, workers=workers,
+            train_only=train_only)
+        click.echo(f"benchmark --store {store}: {res['message']}")
+        return
 
     if seeds:
         try:

@@ -23,6 +23,19 @@ def parse_triple(ctx, param, value):
     return tuple(nums)
 
 
+def parse_shape(ctx, param, value):
+    """Click callback: ``"32,64,64"`` (Z,Y,X) or ``"64,64"`` (Y,X, a single plane) -> ints."""
+    if value is None:
+        return None
+    parts = [p for p in str(value).replace("x", ",").split(",") if p.strip()]
+    if len(parts) not in (2, 3):
+        raise click.BadParameter(f"expected Z,Y,X or (2D fields) Y,X, got {value!r}")
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise click.BadParameter(f"expected whole numbers Z,Y,X or Y,X, got {value!r}") from None
+
+
 def parse_key_values(ctx, param, value):
     """Click callback of a repeatable ``NAME=VALUE`` option -> ``[(name, value), ...]``
     (names stripped, values as given)."""

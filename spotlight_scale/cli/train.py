@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import overwrite_option, parse_triple, store_argument
+from .options import overwrite_option, parse_shape, store_argument
 
 
 @click.command(epilog="""\b
@@ -16,6 +16,9 @@ Examples:
   # F-net baseline, small enough for a CPU
   spotlight-scale train store/ runs/fnet --loss mse --depth 2 --channels 8 \\
       --patch 16,32,32 --batch-size 4 --iterations 200
+  # a store of 2D fields (single planes) trains a 2D F-net
+  spotlight-scale train store2d/ runs/fnet2d --loss mse --depth 3 --channels 16 \
+      --patch 64,64 --batch-size 8 --iterations 600 --init torch
   # a YAML config (same keys as the flags; flags win), then continue to more iterations
   spotlight-scale train store/ runs/a --config train.yaml
   spotlight-scale train store/ runs/a --resume --iterations 100000
@@ -45,7 +48,9 @@ Examples:
               "over the first N iterations (Dice alone at first) [default: 0, off].")
 @click.option("--iterations", type=int, help="[default: 50000]")
 @click.option("--batch-size", type=int, help="Global batch, split across ranks [default: 24].")
-@click.option("--patch", callback=parse_triple, help="Patch Z,Y,X [default: 32,64,64].")
+@click.option("--patch", callback=parse_shape,
+              help="Patch Z,Y,X, or Y,X on a store of 2D (single-plane) fields "
+                   "[default: 32,64,64; 2D: 64,64].")
 @click.option("--depth", type=int, help="F-net depth [default: 4].")
 @click.option("--channels", type=int, help="F-net base channels [default: 32].")
 @click.option("--init", type=click.Choice(["fnet", "torch"]),

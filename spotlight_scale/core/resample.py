@@ -11,8 +11,10 @@ import numpy as np
 
 
 def isotropic_shape(shape, voxel_size, target_um: float) -> tuple[int, int, int]:
-    """``round(shape * voxel / target)`` per axis (at least 1)."""
-    return tuple(max(1, int(round(n * v / target_um))) for n, v in zip(shape, voxel_size))
+    """``round(shape * voxel / target)`` per axis (at least 1); a single plane (z = 1, a 2D
+    field) stays one plane and is resampled in y and x only."""
+    out = tuple(max(1, int(round(n * v / target_um))) for n, v in zip(shape, voxel_size))
+    return (1, *out[1:]) if int(shape[0]) == 1 else out
 
 
 def resample(x: np.ndarray, voxel_size, target_um: float, *, order: int) -> np.ndarray:

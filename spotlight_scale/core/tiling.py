@@ -137,7 +137,7 @@ class TilePlan:
 
 
 def plan_tiles(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[int],
-               divisor: int, margin: Sequence[int] | None = None) -> TilePlan:
+               divisor: int | Sequence[int], margin: Sequence[int] | None = None) -> TilePlan:
     """The :class:`TilePlan` of a field of ``shape`` (see module docstring).
 
     Parameters
@@ -149,8 +149,9 @@ def plan_tiles(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[i
     overlap : (z, y, x)
         Overlap between neighbouring tiles; ``tile - overlap`` must be a positive
         multiple of ``divisor``.
-    divisor : int
-        The network's size divisor (``2**depth``).
+    divisor : int or (z, y, x)
+        The network's size divisor (``2**depth``), per axis when a sequence (a 2D
+        network on single-plane fields: ``(1, 2**depth, 2**depth)``).
     margin : (z, y, x), optional
         Zero-weight border at faces shared with a neighbour (default ``overlap // 4``);
         ``overlap >= 2 * margin``.
@@ -160,9 +161,11 @@ def plan_tiles(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[i
     tile = [int(t) for t in tile]
     overlap = [int(o) for o in overlap]
     margin = [o // 4 for o in overlap] if margin is None else [int(m) for m in margin]
-    if divisor < 1:
-        raise ValueError(f"divisor must be >= 1, got {divisor}")
-    for name, n, t, o, m in zip("zyx", shape, tile, overlap, margin):
+    divisors = ([int(divisor)] * 3 if isinstance(divisor, (int, np.integer))
+                else [int(d) for d in divisor])
+    if len(divisors) != 3 or min(divisors) < 1:
+        raise ValueError(f"divisor must be >= 1 (one value or z, y, x), got {divisor}")
+    for name, n, t, o, m, divisor in zip("zyx", shape, tile, overlap, margin, divisors):
         if n < 1:
             raise ValueError(f"field size along {name} is {n}: nothing to predict")
         if t < divisor or t % divisor:
@@ -175,7 +178,7 @@ def plan_tiles(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[i
         if o < 2 * m:
             raise ValueError(f"overlap {o} along {name} must be at least twice the margin {m}")
     padded, tiles, steps, counts = [], [], [], []
-    for n, t, o in zip(shape, tile, overlap):
+    for n, t, o, divisor in zip(shape, tile, overlap, divisors):
         p = -(-int(n) // divisor) * divisor
         s = t - o
         count = 1 if p <= t else 1 + -(-(p - t) // s)
@@ -185,7 +188,7 @@ def plan_tiles(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[i
         counts.append(count)
     return TilePlan(shape=tuple(int(n) for n in shape), padded=tuple(padded), tile=tuple(tiles),
                     step=tuple(steps), overlap=tuple(overlap), margin=tuple(margin),
-                    counts=tuple(counts), divisor=int(divisor))
+                    counts=tuple(counts), divisor=max(divisors))
 
 
 def pad_volume(volume: np.ndarray, pad) -> np.ndarray:
@@ -366,3 +369,22 @@ def predict_tiled(volume: np.ndarray, forward: Callable[[np.ndarray], np.ndarray
 
     predict_stream(lambda r: vol[r], forward, write, plan, batch_size=batch_size, threads=False)
     return out
+
+
+def field_tiling(shape: Sequence[int], *, tile: Sequence[int], overlap: Sequence[int],
+                 depth: int) -> tuple[tuple[int, int, int], tuple[int, int, int],
+                                      tuple[int, int, int]]:
+    """``(tile, overlap, divisor)`` for a field of ``shape`` and a network of ``depth``.
+
+    A z-stack uses them as given with the divisor ``2**depth`` on every axis; a
+    single-plane (2D) field is tiled in y and x only: tile z 1, no z overlap, z
+    divisor 1 (:mod:`spotlight_scale.core.dims`).
+    """
+    from .dims import is_planar
+
+    d = 2 ** int(depth)
+    tile = tuple(int(t) for t in tile)
+    overlap = tuple(int(o) for o in overlap)
+    if is_planar(shape):
+        return (1, *tile[1:]), (0, *overlap[1:]), (1, d, d)
+    return tile, overlap, (d, d, d)

@@ -41,8 +41,10 @@ def voxel_size_problem(voxel_size) -> str | None:
 
 def field_shape_problem(shape) -> str | None:
     """A (resampled) field shape too thin for the network or too large for a worker."""
+    from .dims import spatial_shape
+
     shape = tuple(int(n) for n in shape)
-    if min(shape) < MIN_AXIS_VOXELS:
+    if min(spatial_shape(shape)) < MIN_AXIS_VOXELS:  # a 2D field: y and x only
         return (f"gives a field of {shape} voxels: fewer than {MIN_AXIS_VOXELS} on an axis "
                 "(the network halves each axis 4 times)")
     if math.prod(shape) > MAX_FIELD_VOXELS:

@@ -2,7 +2,10 @@
 
 Columns (see README): required ``path_signal``, ``path_target``; optional
 ``path_mask``, ``plate``, ``well``, ``field``, ``split``, ``channel_signal``,
-``channel_target``, ``voxel_z``, ``voxel_y``, ``voxel_x``. Paths are relative to
+``channel_target``, ``channel_mask``, ``t`` (time point of files with a time axis),
+``voxel_z``, ``voxel_y``, ``voxel_x``. A YX image (or a stack of one z plane) is a
+2D field, for which ``voxel_z`` may be left out; a manifest mixing 2D fields and
+z-stacks is refused. Paths are relative to
 the CSV's folder unless absolute. Voxel size comes from the columns, else from
 the TIFF's metadata (ImageJ or OME), else from ``default_voxel_size``, and must
 lie in a plausible range (:mod:`spotlight_scale.core.validate`). A UTF-8 byte
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Any
 
+from ..core.dims import is_planar
 from ..core.validate import voxel_size_problem
 from .store import FieldKey, canonical_well, check_name
 
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("path_signal", "path_target")
 OPTIONAL = ("path_mask", "plate", "well", "field", "split", "channel_signal", "channel_target",
-            "voxel_z", "voxel_y", "voxel_x")
+            "channel_mask", "t", "voxel_z", "voxel_y", "voxel_x")
 SPLITS = ("train", "val", "test")
 
 
@@ -54,6 +58,8 @@ class ManifestRow:
     voxel_size: tuple[float, float, float]
     shape: tuple[int, int, int]
     nbytes: int = 0
+    channel_mask: int | None = None
+    t: int | None = None  # time point of files with a time axis
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
     def source(self) -> dict[str, Any]:
@@ -64,6 +70,8 @@ class ManifestRow:
         out = {"manifest_line": self.line, "voxel_size_um": list(self.voxel_size),
                "shape_zyx": list(self.shape),
                "channel_signal": self.channel_signal, "channel_target": self.channel_target}
+        out.update({k: getattr(self, k) for k in ("channel_mask", "t")
+                    if getattr(self, k) is not None})
         for name, p in files.items():
             st = p.stat()
             out[f"path_{name}"] = str(p)
@@ -72,11 +80,14 @@ class ManifestRow:
         return out
 
 
-def _tiff_header(path: Path, channel: int | None):
-    """(shape ZYX, voxel size or None, nbytes) from a TIFF header, or raise ValueError."""
+def _tiff_header(path: Path, channel: int | None, t: int | None = None):
+    """(shape ZYX, voxel size or None, nbytes) from a TIFF header, or raise ValueError.
+
+    A single plane's shape is (1, Y, X); its voxel size may have ``None`` for z.
+    """
     import numpy as np
 
-    from .tiff import _voxel_size, open_tiff
+    from .tiff import _voxel_size, open_tiff, select_axes
 
     try:
         with open_tiff(path) as tif:
@@ -97,22 +108,19 @@ def _tiff_header(path: Path, channel: int | None):
         raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
     except Exception as exc:
         raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
-    if "Z" not in axes:
-        for g in "QI":
-            if g in axes and shape[axes.index(g)] > 1:
-                axes = axes.replace(g, "Z", 1)
-                break
-    dims = {a: n for a, n in zip(axes, shape)}
-    n_c = dims.pop("C", 1)
-    if channel is not None and not 0 <= channel < n_c:
-        raise ValueError(f"channel {channel} out of range (file has {n_c})")
-    if channel is None and n_c > 1:
-        raise ValueError(f"has {n_c} channels; set channel_signal/channel_target")
-    extra = {a: n for a, n in dims.items() if a not in "ZYX" and n > 1}
-    if extra or not {"Z", "Y", "X"} <= set(dims):
-        raise ValueError(f"expected a 3D z-stack (ZYX), got shape {tuple(shape)} with axes {axes!r}")
-    zyx = (dims["Z"], dims["Y"], dims["X"])
+    _, _, zyx = select_axes(axes, shape, channel, t)
     return zyx, voxel, int(np.prod(zyx)) * np.dtype(dtype).itemsize
+
+
+def _complete_voxel(voxel, planar: bool):
+    """A voxel size read from metadata: a single plane's missing z becomes its y pixel size;
+    a z-stack without z spacing has no usable voxel size (None)."""
+    if voxel is None:
+        return None
+    z, y, x = voxel
+    if z is None:
+        return (y, y, x) if planar else None
+    return tuple(voxel)
 
 
 def _int_or_none(value: str, col: str, line: int, errors: list[str]) -> int | None:
@@ -185,14 +193,18 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
             if files[c] is None:
                 errors.append(f"line {line}: empty required column {c!r}")
         ch = {c: _int_or_none(rec.get(c, ""), c, line, errors)
-              for c in ("channel_signal", "channel_target")}
+              for c in ("channel_signal", "channel_target", "channel_mask")}
+        t = _int_or_none(rec.get("t", ""), "t", line, errors)
+        if t is not None and t < 0:
+            errors.append(f"line {line}: column 't' must be 0 or more, got {t}")
+            t = None
         headers = {}
         for c, p in files.items():
             if p is None:
                 continue
-            channel = ch.get(c.replace("path_", "channel_")) if c != "path_mask" else None
+            channel = ch.get(c.replace("path_", "channel_"))
             try:
-                headers[c] = _tiff_header(p, channel)
+                headers[c] = _tiff_header(p, channel, t)
             except ValueError as exc:
                 errors.append(f"line {line}: {c} {p}: {exc}")
                 bad_file = bad_file or str(p)
@@ -221,16 +233,23 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
         if split not in SPLITS:
             errors.append(f"line {line}: unknown split {split!r} (expected one of "
                           f"{', '.join(SPLITS)}) ({files['path_signal']})")
-        # voxel size: columns, else metadata, else default
+        # voxel size: columns, else metadata, else default; a 2D field needs only y and x (its
+        # stored z scale is then the y pixel size, never used: core.dims)
+        planar = "path_signal" in shapes and is_planar(shapes["path_signal"])
         voxel, voxel_from = None, ""
         vcols = [rec.get(f"voxel_{a}", "") for a in "zyx"]
+        if planar and not vcols[0] and vcols[1] and vcols[2]:
+            vcols[0] = vcols[1]
         if any(vcols):
             try:
                 voxel, voxel_from = tuple(float(v) for v in vcols), "voxel_z/y/x columns"
             except ValueError:
-                errors.append(f"line {line}: voxel_z/y/x must be three numbers, got {vcols}")
+                need = "voxel_y/x must be two numbers" if planar else \
+                    "voxel_z/y/x must be three numbers"
+                errors.append(f"line {line}: {need}, got {vcols}")
         if voxel is None and "path_signal" in headers:
-            voxel = headers["path_signal"][1] or headers.get("path_target", (None, None))[1]
+            voxel = _complete_voxel(headers["path_signal"][1], planar) or _complete_voxel(
+                headers.get("path_target", (None, None))[1], planar)
             voxel_from = f"the TIFF metadata of {files['path_signal']}"
         if voxel is None and default_voxel_size is not None:
             voxel, voxel_from = tuple(float(v) for v in default_voxel_size), "--voxel-size"
@@ -240,9 +259,9 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
                           f"({files['path_signal']})")
             voxel = None
         elif voxel is None and not any(vcols):
-            errors.append(f"line {line}: no voxel size for {files['path_signal']}: add voxel_z/"
-                          "voxel_y/voxel_x columns, use TIFFs with ImageJ/OME metadata, or pass "
-                          "--voxel-size")
+            cols = "voxel_y/voxel_x" if planar else "voxel_z/voxel_y/voxel_x"
+            errors.append(f"line {line}: no voxel size for {files['path_signal']}: add {cols} "
+                          "columns, use TIFFs with ImageJ/OME metadata, or pass --voxel-size")
         if errors:
             failures.append({"line": line, "file": bad_file or str(files["path_signal"] or ""),
                              "error": "; ".join(errors)})
@@ -253,7 +272,8 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
             line=line, key=None, split=split,  # key assigned below, after derivation
             path_signal=files["path_signal"], path_target=files["path_target"],
             path_mask=files["path_mask"], channel_signal=ch["channel_signal"],
-            channel_target=ch["channel_target"], voxel_size=voxel,
+            channel_target=ch["channel_target"], channel_mask=ch["channel_mask"], t=t,
+            voxel_size=voxel,
             shape=shapes["path_signal"], nbytes=sum(h[2] for h in headers.values()),
             extra={"plate": plate, "well": well, "field": field_no}))
 
@@ -279,6 +299,16 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
             seen[row.key] = row.line
     dup_lines = {f["line"] for f in failures if "duplicate" in f["error"]}
     rows = [r for r in rows if r.line not in dup_lines]
+    kinds: dict[bool, ManifestRow] = {}
+    for row in rows:
+        kinds.setdefault(is_planar(row.shape), row)
+    if len(kinds) > 1:  # one store, one kind of field: a 2D and a 3D F-net do not mix
+        flat, stack = kinds[True], kinds[False]
+        raise ManifestError([
+            f"{path}: the manifest mixes 2D fields (single planes, e.g. line {flat.line}: "
+            f"{flat.path_signal} {tuple(flat.shape)}) and z-stacks (e.g. line {stack.line}: "
+            f"{stack.path_signal} {tuple(stack.shape)}); a store holds one kind: write two "
+            "manifests and ingest them into two stores"])
     if derived:
         log.warning("manifest %s: plate/well/field derived for line(s) %s", path,
                     ", ".join(map(str, derived)))

@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.dims import is_planar
+
 #: Pyramid levels stop when the smallest of y/x would fall below this.
 MIN_LEVEL_XY = 32
 MAX_LEVELS = 5
@@ -61,10 +63,13 @@ def _axes(channel: bool) -> list[dict]:
     return ([{"name": "c", "type": "channel"}] if channel else []) + space
 
 
-def _transforms(voxel_size, n_levels: int, channel: bool) -> list[list[dict]]:
+def _transforms(voxel_size, n_levels: int, channel: bool, planar: bool = False
+                ) -> list[list[dict]]:
     out = []
     for level in range(n_levels):
-        scale = [float(v) * 2**level for v in voxel_size]
+        # a single plane (2D field) keeps one z plane at every level: its z scale stays
+        scale = [float(v) * (1 if planar and axis == 0 else 2**level)
+                 for axis, v in enumerate(voxel_size)]
         out.append([{"type": "scale", "scale": ([1.0] if channel else []) + scale}])
     return out
 
@@ -126,9 +131,9 @@ def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx, fmt)
     return arrays
 
 
-def _datasets(voxel_size, n_levels: int, channel: bool) -> list[dict]:
+def _datasets(voxel_size, n_levels: int, channel: bool, planar: bool = False) -> list[dict]:
     return [{"path": f"s{level}", "coordinateTransformations": t}
-            for level, t in enumerate(_transforms(voxel_size, n_levels, channel))]
+            for level, t in enumerate(_transforms(voxel_size, n_levels, channel, planar))]
 
 
 def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, channel_names,
@@ -148,7 +153,8 @@ def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, cha
 
     shapes = pyramid_shapes(shape_zyx)[:n_levels]
     arrays = _create_levels(group, shapes, dtype, (len(channel_names),), chunks_zyx, fmt)
-    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(shapes), True),
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(shapes), True,
+                                                         is_planar(shape_zyx)),
                                fmt=fmt, axes=_axes(True), name=name,
                                metadata={"omero": omero_metadata(channel_names, windows, dtype,
                                                                  fmt)})
@@ -232,7 +238,8 @@ def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, vo
         values = [p["label-value"] for p in properties]
     else:
         values = np.unique(np.asarray(levels[0])).tolist()
-    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(levels), False),
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(levels), False,
+                                                         is_planar(levels[0].shape)),
                                fmt=fmt, axes=_axes(False), name=name)
     write_label_metadata(image_group["labels"], name, fmt=fmt, colors=label_colors(values),
                          properties=list(properties) if properties is not None else None,

@@ -1,4 +1,5 @@
-"""TIFF z-stacks in and out: voxel size from ImageJ or OME metadata, ImageJ-compatible writing."""
+"""TIFF z-stacks and single planes in and out: voxel size from ImageJ or OME metadata,
+channel and time point selection, ImageJ-compatible writing."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class TiffError(ValueError):
 
 def write_imagej(path: str | Path, volume: np.ndarray, voxel_size: Sequence[float], *,
                  compression: str | None = None) -> None:
-    """Write a ZYX (or CZYX) array as an ImageJ hyperstack carrying its voxel size in um.
+    """Write a ZYX (or CZYX, or a YX plane) array as an ImageJ hyperstack carrying its voxel
+    size in um (a plane: its pixel size; ``voxel_size`` may then be (y, x)).
 
     ImageJ stores z spacing as ``spacing`` and x/y as resolution (pixels per um).
     float64 and int64 are not ImageJ types: they are written as float32 / int32.
@@ -46,16 +48,19 @@ def write_imagej(path: str | Path, volume: np.ndarray, voxel_size: Sequence[floa
         if arr.size and arr.max() > np.iinfo(np.int32).max:
             raise ValueError(f"{path}: labels exceed int32, not representable in ImageJ TIFF")
         arr = arr.astype(np.int32 if arr.dtype != np.uint32 else np.float32)
-    axes = "ZYX" if arr.ndim == 3 else "CZYX" if arr.ndim == 4 else None
+    axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(arr.ndim)
     if axes is None:
-        raise ValueError(f"{path}: expected a 3D (ZYX) or 4D (CZYX) array, got {arr.shape}")
+        raise ValueError(f"{path}: expected a YX, ZYX or CZYX array, got {arr.shape}")
     if axes == "CZYX":
         arr = np.moveaxis(arr, 0, 1)  # ImageJ order is TZCYX
         axes = "ZCYX"
-    z, y, x = (float(v) for v in voxel_size)
+    y, x = (float(v) for v in voxel_size[-2:])
+    metadata = {"unit": "um", "axes": axes}
+    if axes != "YX":  # a single plane (2D field) has no z spacing
+        metadata["spacing"] = float(voxel_size[-3])
     tifffile.imwrite(
         str(path), arr, imagej=True, resolution=(1.0 / x, 1.0 / y),
-        metadata={"spacing": z, "unit": "um", "axes": axes}, compression=compression,
+        metadata=metadata, compression=compression,
     )
 
 
@@ -106,14 +111,17 @@ def check_complete(tif) -> None:
                          f"holds {len(pages)}")
 
 
-def read_volume(path: str | Path, channel: int | None = None
-                ) -> tuple[np.ndarray, tuple[float, float, float] | None]:
-    """Read a z-stack as ZYX and its voxel size (um) from ImageJ or OME metadata, if any.
+def read_volume(path: str | Path, channel: int | None = None, t: int | None = None
+                ) -> tuple[np.ndarray, tuple[float | None, float, float] | None]:
+    """Read a z-stack as ZYX (a single plane as 1YX) and its voxel size (um) from ImageJ or
+    OME metadata, if any (z is None when the file gives only the pixel size).
 
     Parameters
     ----------
     channel : int, optional
-        Channel to take from a multi-channel stack (required when there is more than one).
+        Channel to take from a multi-channel file (required when there is more than one).
+    t : int, optional
+        Time point to take from a file with a time axis (required when there is more than one).
     """
     path = Path(path)
     try:
@@ -128,50 +136,76 @@ def read_volume(path: str | Path, channel: int | None = None
         raise TiffError(f"{path}: {exc}") from None
     except Exception as exc:  # tifffile raises many kinds on corrupt files
         raise TiffError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
-    data = _to_zyx(data, axes, channel, path)
-    return data, voxel
+    try:
+        take, order, _ = select_axes(axes, data.shape, channel, t)
+    except ValueError as exc:
+        raise TiffError(f"{path}: {exc}") from None
+    data = data[tuple(take.get(a, slice(None)) for a in axes)]
+    kept = [a for a in axes if a not in take]
+    data = np.transpose(data, [kept.index(a) for a in order])
+    return (data[None] if order == "YX" else data), voxel
 
 
-def _to_zyx(data: np.ndarray, axes: str, channel: int | None, path: Path) -> np.ndarray:
-    # a plain multi-page TIFF has an unnamed page axis (Q or I): treat it as Z
+def select_axes(axes: str, shape, channel: int | None = None, t: int | None = None
+                ) -> tuple[dict[str, int], str, tuple[int, int, int]]:
+    """How a file's ``axes`` (tifffile's letters) become a field: ``(take, order, zyx)``.
+
+    ``take`` maps each axis that is indexed away (channel, time point, singleton
+    axes) to its index; ``order`` is ``"ZYX"`` or ``"YX"`` (a single plane, stored
+    with one z plane: :mod:`spotlight_scale.core.dims`); ``zyx`` the field's shape.
+    A plain multi-page TIFF's unnamed page axis (Q or I) counts as Z. Raises
+    ``ValueError`` saying which column (``channel_*``, ``t``) is missing or wrong.
+    """
+    axes = axes.upper()
+    shape = [int(n) for n in shape]
     if "Z" not in axes:
         for generic in "QI":
-            if generic in axes and data.shape[axes.index(generic)] > 1:
+            if generic in axes and shape[axes.index(generic)] > 1:
                 axes = axes.replace(generic, "Z", 1)
                 break
-    # squeeze singleton non-spatial axes (T, S, Q...), keep C for selection
-    for ax in list(axes):
-        if ax not in "ZYXC" and data.shape[axes.index(ax)] == 1:
-            data = np.take(data, 0, axis=axes.index(ax))
-            axes = axes.replace(ax, "")
-    if "C" in axes:
-        n = data.shape[axes.index("C")]
-        if channel is None and n > 1:
-            raise TiffError(f"{path}: has {n} channels; set channel_signal/channel_target "
-                            "in the manifest")
-        c = 0 if channel is None else int(channel)
-        if not 0 <= c < n:
-            raise TiffError(f"{path}: channel {c} out of range (file has {n})")
-        data = np.take(data, c, axis=axes.index("C"))
-        axes = axes.replace("C", "")
-    elif channel not in (None, 0):
-        raise TiffError(f"{path}: single-channel file, but channel {channel} was requested")
-    if axes == "YX" or data.ndim != 3 or set(axes) != set("ZYX"):
-        raise TiffError(f"{path}: expected a 3D z-stack (ZYX), got shape {data.shape} "
-                        f"with axes {axes!r}")
-    return np.transpose(data, [axes.index(a) for a in "ZYX"])
+    dims = dict(zip(axes, shape))
+    take: dict[str, int] = {}
+    for ax, col, value in (("C", "channel_signal/channel_target", channel), ("T", "t", t)):
+        n = dims.get(ax, 1)
+        if value is None and n > 1:
+            what = "channels" if ax == "C" else "time points"
+            raise ValueError(f"has {n} {what}; set the manifest column {col}")
+        v = 0 if value is None else int(value)
+        if not 0 <= v < n:
+            what = "channel" if ax == "C" else "time point"
+            raise ValueError(f"{what} {v} out of range (file has {n})")
+        if ax in dims:
+            take[ax] = v
+    for ax, n in dims.items():
+        if ax not in "ZYX" and ax not in take:
+            if n > 1:
+                raise ValueError(f"expected a z-stack (ZYX) or a single plane (YX), got shape "
+                                 f"{tuple(shape)} with axes {axes!r} (axis {ax} has {n} entries)")
+            take[ax] = 0
+    if not {"Y", "X"} <= set(dims):
+        raise ValueError(f"expected a z-stack (ZYX) or a single plane (YX), got shape "
+                         f"{tuple(shape)} with axes {axes!r}")
+    if "Z" in dims and dims["Z"] > 1:
+        return take, "ZYX", (dims["Z"], dims["Y"], dims["X"])
+    if "Z" in dims:
+        take["Z"] = 0
+    return take, "YX", (1, dims["Y"], dims["X"])
 
 
-def _voxel_size(tif, series) -> tuple[float, float, float] | None:
+def _voxel_size(tif, series) -> tuple[float | None, float, float] | None:
     ij = tif.imagej_metadata
     page = tif.pages[0]
-    if ij and "spacing" in ij:
+    # ImageJ: z spacing as "spacing", y/x as resolution; a single plane has no spacing, and
+    # its resolution counts only with a length unit (else it is the TIFF default of 1/inch)
+    unit = str((ij or {}).get("unit", "")).replace("\\u00B5", "u").replace("\u00b5", "u")
+    if ij and ("spacing" in ij or unit in ("um", "micron", "microns")):
         try:
             xres = page.tags["XResolution"].value
             yres = page.tags["YResolution"].value
             x = xres[1] / xres[0]
             y = yres[1] / yres[0]
-            return (float(ij["spacing"]), float(y), float(x))
+            z = float(ij["spacing"]) if "spacing" in ij else None
+            return (z, float(y), float(x))
         except (KeyError, ZeroDivisionError):
             return None
     if tif.is_ome:
@@ -181,8 +215,9 @@ def _voxel_size(tif, series) -> tuple[float, float, float] | None:
             root = ET.fromstring(tif.ome_metadata)
             pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
             vals = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
-            if all(v is not None for v in vals):
-                return tuple(float(v) for v in vals)
-        except (ET.ParseError, StopIteration):
+            if all(v is not None for v in vals[1:]):
+                # a single plane often has no PhysicalSizeZ: z is None then
+                return tuple(None if v is None else float(v) for v in vals)
+        except (ET.ParseError, StopIteration, ValueError):
             return None
     return None

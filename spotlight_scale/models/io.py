@@ -3,7 +3,7 @@
 ``RUN_DIR/model.pt`` is a ``torch.save`` dict::
 
     {"format": "spotlight-scale-model", "version": 1,
-     "model_config": {"depth", "channels", "in_channels", "out_channels"},
+     "model_config": {"depth", "channels", "in_channels", "out_channels", "spatial_dims"},
      "state_dict": ..., "normalization": "fnet" | "spotlight",
      "target_range": {"raw_min", "raw_max", "norm_min", "norm_max"},
      "train_config": {...}, "iteration": int, "loss": "mse" | "spotlight",
@@ -12,7 +12,7 @@
                        "mse_denominator", "lambda_ramp"}}
 
 ``loss_settings`` (which variant of the loss trained the model) is absent from files
-written before it existed.
+written before it existed; so is ``spatial_dims`` (2 or 3), read as 3 for those files.
 
 Only plain types and tensors are stored, so it loads with ``weights_only=True``.
 """
@@ -95,7 +95,7 @@ def load_model_file(path, device: str = "cpu", expect_config: dict | None = None
     """
     path = Path(path)
     payload = read_model_meta(path)
-    cfg = dict(payload["model_config"])
+    cfg = {"spatial_dims": 3, **payload["model_config"]}  # files from before 2D fields: 3D
     if expect_config is not None:
         diff = sorted(k for k in set(cfg) | set(expect_config)
                       if cfg.get(k) != expect_config.get(k))
@@ -112,3 +112,18 @@ def load_model_file(path, device: str = "cpu", expect_config: dict | None = None
     model.to(device).eval()
     meta = {k: v for k, v in payload.items() if k != "state_dict"}
     return model, meta
+
+
+def check_model_fits(meta: dict, path, shape_zyx, field) -> None:
+    """Refuse a model whose dimensionality is not the field's (a 3D F-net on single-plane
+    fields, or a 2D one on z-stacks), naming the model file and the field."""
+    from ..core.dims import spatial_ndim
+
+    dims = int({"spatial_dims": 3, **meta["model_config"]}["spatial_dims"])
+    need = spatial_ndim(shape_zyx)
+    if dims != need:
+        kind = {2: "2D (single planes)", 3: "3D (z-stacks)"}
+        raise ModelFileError(
+            f"{path}: a {kind[dims]} F-net cannot predict field {field} of shape "
+            f"{tuple(shape_zyx)}, which is {kind[need]}; train a model on a store of "
+            f"{kind[need].split(' ')[0]} fields")

@@ -92,8 +92,33 @@ def _files(row: ManifestRow) -> dict[str, Path]:
 
 def _params(settings: IngestSettings, row: ManifestRow) -> dict[str, Any]:
     """What, besides the files' bytes, decides the stored arrays of a row."""
-    return {"settings": settings.as_dict(), "voxel_size_um": [float(v) for v in row.voxel_size],
-            "channel_signal": row.channel_signal, "channel_target": row.channel_target}
+    out = {"settings": settings.as_dict(), "voxel_size_um": [float(v) for v in row.voxel_size],
+           "channel_signal": row.channel_signal, "channel_target": row.channel_target}
+    # only when set, so that the fingerprints of fields ingested before these columns hold
+    out.update({k: getattr(row, k) for k in ("channel_mask", "t") if getattr(row, k) is not None})
+    return out
+
+
+def field_grid(settings: IngestSettings, shape, voxel_size) -> dict[str, Any]:
+    """How a field of raw ``shape`` and ``voxel_size`` is stored: ``isotropic_um`` (None:
+    kept on its grid), ``chunks``, ``patch`` and ``patch_stride`` (all Z,Y,X).
+
+    z-stacks follow the settings (the paper: isotropic 0.29 um voxels). A 2D field
+    (one z plane, :mod:`spotlight_scale.core.dims`) keeps its pixel grid, the
+    microscope's sampling (resampling a plane to 0.29 um would only interpolate); a
+    plane with non-square pixels is resampled to its finer pixel size. Its chunks,
+    patch and stride are one plane deep.
+    """
+    from ..core.dims import is_planar
+
+    if not is_planar(shape):
+        return {"isotropic_um": settings.isotropic_um, "chunks": tuple(settings.chunks),
+                "patch": tuple(settings.patch), "patch_stride": tuple(settings.patch_stride)}
+    vy, vx = (float(v) for v in voxel_size[1:])
+    square = abs(vy - vx) <= 1e-3 * max(vy, vx)
+    return {"isotropic_um": None if square or settings.isotropic_um is None else min(vy, vx),
+            "chunks": (1, *settings.chunks[1:]), "patch": (1, *settings.patch[1:]),
+            "patch_stride": (1, *settings.patch_stride[1:])}
 
 
 def _file_record(row: ManifestRow) -> dict[str, list]:
@@ -181,9 +206,10 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
         return {**summary, "status": "unchanged", "stored_bytes": 0, "n_patches": 0}
 
     # read and check everything before touching the store: a bad input keeps the old field
-    signal, _ = read_volume(row.path_signal, row.channel_signal)
-    target, _ = read_volume(row.path_target, row.channel_target)
-    mask = read_volume(row.path_mask)[0] if row.path_mask is not None else None
+    signal, _ = read_volume(row.path_signal, row.channel_signal, row.t)
+    target, _ = read_volume(row.path_target, row.channel_target, row.t)
+    mask = (read_volume(row.path_mask, row.channel_mask, row.t)[0]
+            if row.path_mask is not None else None)
     for name, arr in (("target", target), ("mask", mask)):
         if arr is not None and arr.shape != signal.shape:
             raise ValueError(f"line {row.line}: {name} shape {arr.shape} != signal shape "
@@ -193,25 +219,27 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
         if problem:
             raise ValueError(f"line {row.line}: {problem}")
     voxel = tuple(row.voxel_size)
-    if settings.isotropic_um is not None:
-        signal = resample(signal, voxel, settings.isotropic_um, order=3)
-        target = resample(target, voxel, settings.isotropic_um, order=3)
+    grid = field_grid(settings, signal.shape, voxel)
+    iso = grid["isotropic_um"]
+    if iso is not None:
+        signal = resample(signal, voxel, iso, order=3)
+        target = resample(target, voxel, iso, order=3)
         if mask is not None:
-            mask = resample(mask, voxel, settings.isotropic_um, order=0)
-        voxel = (settings.isotropic_um,) * 3
+            mask = resample(mask, voxel, iso, order=0)
+        voxel = (voxel[0] if signal.shape[0] == 1 else iso, iso, iso)
     if signal.dtype != target.dtype:
         target = target.astype(np.result_type(signal.dtype, target.dtype))
         signal = signal.astype(target.dtype)
     if mask is not None and not np.issubdtype(mask.dtype, np.integer):
         mask = mask.astype(np.uint32)  # integer-valued (checked above)
-    stats = {"signal": channel_statistics(signal, block_shape=settings.chunks),
-             "target": channel_statistics(target, block_shape=settings.chunks)}
+    stats = {"signal": channel_statistics(signal, block_shape=grid["chunks"]),
+             "target": channel_statistics(target, block_shape=grid["chunks"])}
     fg = target >= stats["target"]["otsu"]
-    patch = tuple(min(p, n) for p, n in zip(settings.patch, target.shape))
-    if patch != tuple(settings.patch):
+    patch = tuple(min(p, n) for p, n in zip(grid["patch"], target.shape))
+    if patch != tuple(grid["patch"]):
         log.warning("field %s (%s): shape %s smaller than the patch %s; index uses %s",
-                    row.key, row.path_signal, target.shape, settings.patch, patch)
-    origins, fracs = foreground_patch_origins(fg, patch, settings.patch_stride,
+                    row.key, row.path_signal, target.shape, grid["patch"], patch)
+    origins, fracs = foreground_patch_origins(fg, patch, grid["patch_stride"],
                                               settings.min_fraction)
 
     # what was made from the old field goes first (its labels go with the field group)
@@ -222,9 +250,9 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
     source = {**row.source(), "sha256": digests}
     nbytes = write_field(
         store, row.key, signal=signal, target=target, mask=mask, voxel_size=voxel,
-        chunks=settings.chunks, split=row.split, stats=stats, source=source,
+        chunks=grid["chunks"], split=row.split, stats=stats, source=source,
         patch_index=(origins, fracs),
-        patch_settings={"patch_shape": patch, "stride": settings.patch_stride,
+        patch_settings={"patch_shape": patch, "stride": grid["patch_stride"],
                         "min_fraction": settings.min_fraction},
         fingerprint=fp, marker_info={"n_patches": int(len(origins)), "params": params,
                                      "files": _file_record(row)})
@@ -242,12 +270,13 @@ def _check_rows(rows: list[ManifestRow], settings: IngestSettings, failures: lis
 
     good = []
     for row in rows:
-        shape = (isotropic_shape(row.shape, row.voxel_size, settings.isotropic_um)
-                 if settings.isotropic_um is not None else tuple(row.shape))
+        iso = field_grid(settings, row.shape, row.voxel_size)["isotropic_um"]
+        shape = (isotropic_shape(row.shape, row.voxel_size, iso)
+                 if iso is not None else tuple(row.shape))
         problem = field_shape_problem(shape)
         if problem:
             how = (f"resampling {tuple(row.shape)} voxels of {tuple(row.voxel_size)} um to "
-                   f"{settings.isotropic_um} um" if settings.isotropic_um is not None
+                   f"{iso} um" if iso is not None
                    else f"the raw grid {tuple(row.shape)}")
             failures.append({"line": row.line, "file": str(row.path_signal),
                              "error": f"line {row.line}: {how} {problem} ({row.path_signal})"})

@@ -67,7 +67,7 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
 
     from ..backend import torch_device
     from ..core.normalize import denormalize_to_range, normalize
-    from ..core.tiling import plan_tiles, predict_stream
+    from ..core.tiling import field_tiling, plan_tiles, predict_stream
     from ..io.fields import open_well_group
     from ..io.omezarr import create_image_czyx, fill_pyramid
 
@@ -81,7 +81,8 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
     mode, rng = meta["normalization"], meta["target_range"]
     source = store.image(key)
     channel = store.channel_index("signal")
-    plan = plan_tiles(shape, tile=tile, overlap=overlap, divisor=model.divisor)
+    tile, overlap, divisor = field_tiling(shape, tile=tile, overlap=overlap, depth=model.depth)
+    plan = plan_tiles(shape, tile=tile, overlap=overlap, divisor=divisor)
     use_bf16 = device.startswith("cuda")
 
     def read(region):
@@ -167,8 +168,8 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
     """
     import time
 
-    from ..core.tiling import plan_tiles
-    from ..models.io import model_sha256, read_model_meta
+    from ..core.tiling import field_tiling, plan_tiles
+    from ..models.io import check_model_fits, model_sha256, read_model_meta
     from .fieldrun import check_on_error, run_fields, write_failures
 
     check_name(name, "prediction name")
@@ -181,11 +182,13 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
 
     load_model_file(model_path)  # weights must fit the recorded configuration
     sha = model_sha256(model_path)
-    divisor = 2 ** int(meta["model_config"]["depth"])
     keys = take_shard(select_fields(store, split), shard)
-    for key in keys[:1]:  # validate tiling before any work
-        plan_tiles(store.field_meta(key)["shape_zyx"], tile=tile, overlap=overlap,
-                   divisor=divisor)
+    for key in keys[:1]:  # validate the model's dimensionality and the tiling before any work
+        shape = store.field_meta(key)["shape_zyx"]
+        check_model_fits(meta, model_path, shape, key)
+        t, o, d = field_tiling(shape, tile=tile, overlap=overlap,
+                               depth=meta["model_config"]["depth"])
+        plan_tiles(shape, tile=t, overlap=o, divisor=d)
     done_all = store.done_fields("predict", name)
     others = sorted(k for k, m in done_all.items() if m.get("model_sha256") != sha)
     if others and not overwrite:

@@ -8,12 +8,37 @@ from ..core.losses import DICE_DENOMINATORS, MSE_DENOMINATORS, PROBABILITIES, RE
 from ..models.fnet import INITS
 
 
+#: The default training patch (Z, Y, X) of a store of z-stacks (the paper's) and of
+#: single-plane fields (2D F-net).
+DEFAULT_PATCH = {3: (32, 64, 64), 2: (1, 64, 64)}
+
+
+def field_patch(patch, planar: bool) -> tuple[int, int, int]:
+    """The Z,Y,X training patch for a store of single-plane (``planar``) or 3D fields.
+
+    ``None`` gives :data:`DEFAULT_PATCH`; ``(Y, X)`` means ``(1, Y, X)``. A patch of
+    several z planes on a 2D store, or of one plane on a store of z-stacks, is an error.
+    """
+    if patch is None:
+        return DEFAULT_PATCH[2 if planar else 3]
+    patch = tuple(int(p) for p in patch)
+    if len(patch) == 2:
+        patch = (1, *patch)
+    if planar and patch[0] != 1:
+        raise ValueError(f"config key 'patch' {patch}: the store holds 2D (single-plane) "
+                         "fields; give the patch as Y,X (e.g. --patch 64,64)")
+    if not planar and patch[0] == 1:
+        raise ValueError(f"config key 'patch' {patch}: the store holds z-stacks, for which "
+                         "the 3D F-net needs patches of several z planes (Z,Y,X)")
+    return patch
+
+
 @dataclass
 class TrainConfig:
     """Every key can be set in ``--config FILE.yaml``; CLI flags override the file.
 
     Defaults are the published protocol: Adam (lr 1e-3, betas 0.5/0.999),
-    batch 24, 32x64x64 patches, 50 000 iterations, F-net depth 4 / 32 channels,
+    batch 24, 32x64x64 patches (64x64 on a store of single-plane fields), 50 000 iterations, F-net depth 4 / 32 channels,
     Spotlight loss with lambda 0.5 and k -0.95. On a CPU use small settings.
     """
 
@@ -23,7 +48,9 @@ class TrainConfig:
     iterations: int = 50_000
     batch_size: int = 24  # global batch, split across DDP ranks
     micro_batch: int | None = None  # per forward pass (gradient accumulation); None: whole local batch
-    patch: tuple[int, int, int] = (32, 64, 64)
+    # Z,Y,X for z-stacks; Y,X (or 1,Y,X) for single-plane (2D) stores; None: the default of
+    # the store's kind (DEFAULT_PATCH), resolved by the trainer from the stored fields
+    patch: tuple[int, ...] | None = None
     depth: int = 4
     channels: int = 32
     init: str = "fnet"  # fnet (the reference implementation's N(0, 0.02)) | torch (PyTorch's)
@@ -90,7 +117,8 @@ class TrainConfig:
             (self.iterations >= 1, "iterations", ">= 1"),
             (self.batch_size >= 1, "batch_size", ">= 1"),
             (self.micro_batch is None or self.micro_batch >= 1, "micro_batch", ">= 1"),
-            (len(self.patch) == 3 and min(self.patch) >= 1, "patch", "three positive ints"),
+            (self.patch is None or (len(self.patch) in (2, 3) and min(self.patch) >= 1), "patch",
+             "Z,Y,X or Y,X positive ints"),
             (self.depth >= 0 and self.channels >= 1, "depth/channels", "depth >= 0, channels >= 1"),
             (self.init in INITS, "init", " or ".join(INITS)),
             (self.lr > 0, "lr", "> 0"),
@@ -113,7 +141,9 @@ class TrainConfig:
         for ok, key, what in checks:
             if not ok:
                 raise ValueError(f"config key '{key}' must be {what}, got {getattr(self, key, None)!r}")
-        bad = [p for p in self.patch if p % 2**self.depth]
+        patch = tuple(self.patch or DEFAULT_PATCH[3])
+        sizes = patch if len(patch) == 2 else patch[1:] if patch[0] == 1 else patch  # plane: y, x
+        bad = [p for p in sizes if p % 2**self.depth]
         if bad:
             raise ValueError(f"config key 'patch' {self.patch}: every size must be divisible by "
                              f"2**depth = {2**self.depth}")

@@ -10,6 +10,7 @@ them over ranks (this is what the 2-process test checks).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import config_to_dict
+from ..config import config_to_dict, save_config
 from ..core.losses import get_loss
 from ..core.normalize import target_range
 from ..io.store import Store
@@ -29,7 +30,7 @@ from ..progress import Progress
 from . import distributed as ddp
 from .cached import training_stream
 from .checkpoint import latest_path, load_checkpoint, save_checkpoint
-from .config import TrainConfig
+from .config import TrainConfig, field_patch
 from .preempt import StopRequest, TrainingInterrupted
 from .sampler import VAL_SALT, PatchDataset
 
@@ -52,6 +53,20 @@ def _split_fields(store: Store):
                         "of the training field")
             val = list(train)
     return train, val
+
+
+def _planar_store(store: Store, keys) -> bool:
+    """True when the training and validation fields are single planes (a 2D F-net is
+    trained), False for z-stacks; a mixture is an error naming one field of each."""
+    from ..core.dims import is_planar
+
+    kinds = {}
+    for key in keys:
+        kinds.setdefault(is_planar(store.field_meta(key)["shape_zyx"]), key)
+    if len(kinds) > 1:
+        raise ValueError(f"{store.root}: the store mixes 2D fields (e.g. {kinds[True]}) and "
+                         f"z-stacks (e.g. {kinds[False]}); train on one kind")
+    return bool(kinds.get(True) is not None)
 
 
 def _read_log(path: Path, upto: int) -> list[dict]:
@@ -90,11 +105,17 @@ def _train(store_root, run_dir, cfg: TrainConfig, *, resume: bool, progress_stre
     ddp.init(env, device)
 
     train_keys, val_keys = _split_fields(store)
+    planar = _planar_store(store, train_keys + val_keys)
+    cfg = dataclasses.replace(cfg, patch=field_patch(cfg.patch, planar))
+    cfg.validate()
+    if env.is_main and (run_dir / "config.yaml").exists():
+        save_config(cfg, run_dir / "config.yaml")  # with the patch resolved for this store
     norm, mode = cfg.norm_mode, cfg.sampling_mode
     val_ds = PatchDataset(store, val_keys, cfg.patch, mode=mode, norm=norm, seed=cfg.seed,
                           salt=VAL_SALT)
     torch.manual_seed(cfg.seed)
-    model = FNet(depth=cfg.depth, channels=cfg.channels, init=cfg.init).to(device)
+    model = FNet(depth=cfg.depth, channels=cfg.channels, init=cfg.init,
+                 spatial_dims=2 if planar else 3).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     loss_fn = get_loss(cfg.loss, **(cfg.spotlight_kwargs() if cfg.loss == "spotlight" else {}))
     start = 0
