@@ -20,12 +20,15 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def blob_field(shape, n_blobs, rng, radius=(3, 6, 6)):
-    """A toy field: ellipsoidal nuclei (labels), a Hoechst-like target and a signal."""
+    """A toy field: ellipsoidal nuclei (labels), a Hoechst-like target and a signal
+    (shape (1, Y, X): a 2D field of discs)."""
     z, y, x = np.indices(shape)
     labels = np.zeros(shape, np.uint32)
+    planar = shape[0] == 1  # a 2D field: discs in its one plane
     for i in range(n_blobs):
         c = [rng.integers(r, max(r + 1, s - r)) for s, r in zip(shape, radius)]
-        d = sum(((g - ci) / r) ** 2 for g, ci, r in zip((z, y, x), c, radius))
+        d = sum(((g - ci) / r) ** 2 for g, ci, r in zip((z, y, x), c, radius)
+                if not (planar and g is z))
         labels[(d <= 1) & (labels == 0)] = i + 1
     fg = labels > 0
     target = (100 + 800 * fg + rng.normal(0, 20, shape)).clip(0, 65535).astype(np.uint16)
