@@ -47,6 +47,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import dims
+
 #: Feature groups, in column order; ``texture`` and ``granularity`` cost more and are opt-in.
 FEATURE_GROUPS = ("sizeshape", "intensity", "shape3d", "texture", "granularity")
 DEFAULT_GROUPS = ("sizeshape", "intensity", "shape3d")
@@ -224,7 +226,8 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
     """A few features per label for viewers: NGFF ``image-label`` ``properties``.
 
     One dict per label value > 0 (ascending): ``label-value``, ``voxels``,
-    ``volume_um3`` and ``mean_intensity`` (of ``image``, in its stored units). Label
+    ``volume_um3`` (``area_um2`` for a 2D field, whose voxels are pixels) and
+    ``mean_intensity`` (of ``image``, in its stored units). Label
     counting by ``bincount``: one pass, no per-object work (cheap beside segmentation).
     """
     if labels.shape != image.shape:
@@ -238,9 +241,10 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
     sums = np.bincount(flat, weights=image.ravel().astype(np.float64), minlength=1)
     ids = np.nonzero(counts)[0]
     ids = ids[ids > 0]
-    vox = float(np.prod([float(s) for s in spacing]))
+    vox = float(np.prod(dims.spatial_spacing(labels.shape, spacing)))
+    size = "area_um2" if dims.is_planar(labels.shape) else "volume_um3"
     return [{"label-value": int(i), "voxels": int(counts[i]),
-             "volume_um3": round(float(counts[i]) * vox, 4),
+             size: round(float(counts[i]) * vox, 4),
              "mean_intensity": round(float(sums[i] / counts[i]), 4)} for i in ids]
 
 
