@@ -279,8 +279,8 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
 
 
 def _ball(d: float, ndim: int) -> float:
-    """Volume of a sphere (3D) or area of a disc (2D) of diameter ``d``."""
-    return math.pi / 6 * d ** 3 if ndim == 3 else math.pi / 4 * d ** 2
+    """Measure of the ``ndim``-ball of diameter ``d``: a sphere's volume, a disc's area."""
+    return math.pi ** (ndim / 2) / math.gamma(ndim / 2 + 1) * (d / 2) ** ndim
 
 
 def clear_xy_border(lab):
