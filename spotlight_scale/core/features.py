@@ -1,5 +1,5 @@
-"""Per-nucleus 3D features: CellProfiler's measurements (through ``cp_measure``) plus mesh
-shape features that neither CellProfiler nor scikit-image computes.
+"""Per-nucleus features, 3D and 2D: CellProfiler's measurements (through ``cp_measure``)
+plus shape features in micrometres that neither CellProfiler nor scikit-image computes.
 
 From a ZYX label image, an intensity image and the voxel size (um), one row per object
 (``ObjectNumber`` = its label value), in feature groups (:data:`FEATURE_GROUPS`):
@@ -33,6 +33,27 @@ From a ZYX label image, an intensity image and the voxel size (um), one row per 
 ``granularity`` (optional; cp_measure ``MeasureGranularity``)
     ``Granularity_<n>_<image>``, n = 1..16 (percent of signal removed per opening step).
 
+A 2D field (a (1, Y, X) label image, :mod:`spotlight_scale.core.dims`) is measured on its
+plane with cp_measure's 2D measurements, under CellProfiler's 2D names, in pixels:
+
+``sizeshape`` (2D)
+    ``AreaShape_*``: Area, Perimeter, PerimeterCrofton, FormFactor, Eccentricity,
+    Orientation (degrees), Compactness, Major/MinorAxisLength, EquivalentDiameter,
+    Maximum/Mean/MedianRadius, Extent, Solidity, EulerNumber, BoundingBoxArea, ConvexArea,
+    FilledArea, spatial / central / normalised / Hu moments, inertia tensor, plus
+    ``Min/MaxFeretDiameter`` and ``Zernike_<n>_<m>`` (CellProfiler's MeasureObjectSizeShape
+    adds both in 2D); ``Location_Center_{X,Y}``, ``Location_BoundingBox*_{X,Y}``.
+``intensity``, ``texture`` (4 directions), ``granularity``: as in 3D.
+``shape2d`` (ours, in place of ``shape3d``, which is 3D only)
+    ``Shape2D_Area`` (um^2: pixels times the pixel area), ``Shape2D_Perimeter`` (um: length
+    of the marching-squares contour at level 0.5 of the object's padded crop with the
+    physical pixel size, the 2D counterpart of the 3D mesh), ``Shape2D_EquivalentDiameter``
+    (um, ``2 sqrt(Area / pi)``), ``Shape2D_Elongation`` = sqrt(l2 / l1) of the covariance
+    of the pixel coordinates in um.
+
+A group list may name ``shape3d`` or ``shape2d``: a field measures the one of its own
+dimensionality (:func:`groups_for`).
+
 Intensities are measured on ``image / intensity_scale`` (CellProfiler loads a 16-bit image
 as value / 65535: pass 65535 to get its numbers); texture clips that to [0, 1].
 An empty label image returns the same columns with no rows.
@@ -47,8 +68,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from . import dims
+
 #: Feature groups, in column order; ``texture`` and ``granularity`` cost more and are opt-in.
-FEATURE_GROUPS = ("sizeshape", "intensity", "shape3d", "texture", "granularity")
+FEATURE_GROUPS = ("sizeshape", "intensity", "shape3d", "shape2d", "texture", "granularity")
 DEFAULT_GROUPS = ("sizeshape", "intensity", "shape3d")
 OBJECT_COLUMN = "ObjectNumber"
 #: Haralick texture: distance (voxels) and grey levels (CellProfiler's defaults).
@@ -56,7 +79,9 @@ TEXTURE_SCALE, TEXTURE_LEVELS = 3, 256
 
 _POSITION = re.compile(r"^(Center|BoundingBox(Minimum|Maximum))_[XYZ]$")
 #: normalised moments of order < 2 are undefined (NaN for every object): left out
-_UNDEFINED = re.compile(r"^NormalizedMoment_(0_0_0|0_0_1|0_1_0|1_0_0)$")
+_UNDEFINED = re.compile(r"^NormalizedMoment_(0_0_0|0_0_1|0_1_0|1_0_0|0_0|0_1|1_0)$")
+#: our physical-unit shape group of a field of each dimensionality
+_PHYSICAL_SHAPE = {True: "shape2d", False: "shape3d"}
 
 
 def image_token(image: str) -> str:
@@ -71,6 +96,13 @@ def check_groups(groups: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown feature group(s) {unknown}; expected some of {FEATURE_GROUPS}")
     return tuple(g for g in FEATURE_GROUPS if g in groups)
+
+
+def groups_for(groups: Sequence[str], planar: bool) -> tuple[str, ...]:
+    """``groups`` as a field of that dimensionality measures them: ``shape3d`` and
+    ``shape2d`` (our physical-unit shape group) both become the field's own."""
+    own = _PHYSICAL_SHAPE[bool(planar)]
+    return check_groups([own if g in _PHYSICAL_SHAPE.values() else g for g in groups])
 
 
 def _cp_columns(group: str, raw: dict, image: str) -> dict[str, np.ndarray]:
@@ -96,9 +128,14 @@ def _cp_group(group: str, labels: np.ndarray, pixels: np.ndarray, rel_spacing) -
     from cp_measure.core import (measuregranularity, measureobjectintensity,
                                  measureobjectsizeshape, measuretexture)
 
-    # labels are already contiguous 1..N (nucleus_features relabels once for all groups)
+    # labels are already contiguous 1..N (nucleus_features relabels once for all groups);
+    # YX labels get cp_measure's 2D measurements, ZYX its 3D ones
     if group == "sizeshape":
-        return measureobjectsizeshape.get_sizeshape(labels, pixels, spacing=rel_spacing)
+        out = measureobjectsizeshape.get_sizeshape(labels, pixels, spacing=rel_spacing)
+        if labels.ndim == 2:  # CellProfiler's 2D MeasureObjectSizeShape: + Feret, Zernike
+            out |= measureobjectsizeshape.get_feret(labels, pixels)
+            out |= measureobjectsizeshape.get_zernike(labels, pixels)
+        return out
     if group == "intensity":
         return measureobjectintensity.get_intensity(labels, pixels, legacy=True)
     if group == "texture":
@@ -140,22 +177,52 @@ def _shape3d(labels: np.ndarray, n: int, spacing) -> dict[str, np.ndarray]:
     return cols
 
 
-def feature_columns(groups: Sequence[str] = DEFAULT_GROUPS, image_name: str = "target"
-                    ) -> list[str]:
-    """Column names :func:`nucleus_features` returns for ``groups`` and ``image_name``.
+def _shape2d(labels: np.ndarray, n: int, spacing) -> dict[str, np.ndarray]:
+    """Area, contour perimeter, equivalent diameter (um) and elongation of objects 1..n (ours)."""
+    from scipy import ndimage as ndi
+    from skimage.measure import find_contours
+
+    cols = {c: np.full(n, np.nan) for c in ("Shape2D_Area", "Shape2D_Perimeter",
+                                             "Shape2D_EquivalentDiameter", "Shape2D_Elongation")}
+    sp = np.asarray(spacing, dtype=np.float64)
+    for i, sl in enumerate(ndi.find_objects(labels, max_label=n)):
+        if sl is None:
+            continue
+        obj = labels[sl] == i + 1
+        area = float(obj.sum()) * float(np.prod(sp))
+        # closed contours (the crop is padded), holes included, as CellProfiler's perimeter
+        perimeter = sum(float(np.sqrt(((np.diff(c, axis=0) * sp) ** 2).sum(axis=1)).sum())
+                        for c in find_contours(np.pad(obj, 1).astype(np.float32), 0.5))
+        coords = np.argwhere(obj) * sp
+        ev = (np.sort(np.linalg.eigvalsh(np.cov(coords, rowvar=False)))[::-1]
+              if len(coords) > 1 else np.zeros(2))
+        ev = np.clip(ev, 0, None)
+        cols["Shape2D_Area"][i] = area
+        cols["Shape2D_Perimeter"][i] = perimeter
+        cols["Shape2D_EquivalentDiameter"][i] = 2 * np.sqrt(area / np.pi)
+        if ev[0] > 0:
+            cols["Shape2D_Elongation"][i] = np.sqrt(ev[1] / ev[0])
+    return cols
+
+
+def feature_columns(groups: Sequence[str] = DEFAULT_GROUPS, image_name: str = "target",
+                    *, planar: bool = False) -> list[str]:
+    """Column names :func:`nucleus_features` returns for ``groups`` and ``image_name``, for
+    a 3D field or (``planar``) a 2D one.
 
     Found by measuring one small synthetic object (cp_measure names its outputs only
     when it computes them), so they are exactly the library's names.
     """
-    return list(_feature_columns(check_groups(groups), image_name))
+    return list(_feature_columns(groups_for(groups, planar), image_name, bool(planar)))
 
 
 @functools.lru_cache(maxsize=16)
-def _feature_columns(groups: tuple[str, ...], image_name: str) -> tuple[str, ...]:
-    lab = np.zeros((10, 10, 10), np.int32)
-    lab[2:8, 2:8, 3:7] = 1
+def _feature_columns(groups: tuple[str, ...], image_name: str, planar: bool
+                     ) -> tuple[str, ...]:
+    lab = np.zeros((10, 10) if planar else (10, 10, 10), np.int32)
+    lab[(slice(2, 8),) * (lab.ndim - 1) + (slice(3, 7),)] = 1
     img = np.random.default_rng(0).uniform(0.1, 0.9, lab.shape)
-    return tuple(_measure(lab, img, (1.0, 1.0, 1.0), image_name=image_name,
+    return tuple(_measure(lab, img, (1.0,) * lab.ndim, image_name=image_name,
                           groups=groups).columns)
 
 
@@ -171,6 +238,8 @@ def _measure(labels, pixels, spacing, *, image_name: str, groups) -> pd.DataFram
     for group in groups:
         if group == "shape3d":
             cols.update(_shape3d(seq, len(ids), spacing))
+        elif group == "shape2d":
+            cols.update(_shape2d(seq, len(ids), spacing))
         else:
             cols.update(_cp_columns(group, _cp_group(group, seq, pixels, rel), name))
     return pd.DataFrame(cols)
@@ -184,15 +253,16 @@ def nucleus_features(labels: np.ndarray, image: np.ndarray, spacing, *, image_na
     Parameters
     ----------
     labels : ndarray (Z, Y, X) of int
-        Nuclei labels (0 = background); label values need not be contiguous.
+        Nuclei labels (0 = background); label values need not be contiguous. A (1, Y, X)
+        (or (Y, X)) label image is a 2D field, measured in 2D (module docstring).
     image : ndarray (Z, Y, X)
         Intensity image, same shape.
     spacing : (z, y, x) float
-        Voxel size in micrometres.
+        Voxel size in micrometres (a 2D field's z is not used).
     image_name : str
         Image named in intensity, texture and granularity columns (:func:`image_token`).
     groups : sequence of str
-        Feature groups (:data:`FEATURE_GROUPS`).
+        Feature groups (:data:`FEATURE_GROUPS`; :func:`groups_for` the field).
     intensity_scale : float
         Intensities are measured on ``image / intensity_scale`` (65535 for 16-bit images
         gives CellProfiler's values).
@@ -203,19 +273,22 @@ def nucleus_features(labels: np.ndarray, image: np.ndarray, spacing, *, image_na
         ``ObjectNumber`` (int64, the label value, ascending) and float64 features, the
         columns of :func:`feature_columns` (also with no rows for an empty label image).
     """
-    groups = check_groups(groups)
+    check_groups(groups)
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
     if len(spacing) != 3 or min(float(s) for s in spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive voxel sizes (um), got {spacing}")
     if not intensity_scale > 0:
         raise ValueError(f"intensity_scale must be > 0, got {intensity_scale}")
-    columns = feature_columns(groups, image_name)
+    planar = dims.is_planar(labels.shape)
+    groups = groups_for(groups, planar)
+    columns = feature_columns(groups, image_name, planar=planar)
     if not labels.any():
         return pd.DataFrame({c: pd.Series(dtype=np.int64 if c == OBJECT_COLUMN else np.float64)
                              for c in columns})
     pixels = image.astype(np.float32) / np.float32(intensity_scale)
-    df = _measure(labels, pixels, tuple(float(s) for s in spacing), image_name=image_name,
+    df = _measure(dims.squeeze_plane(labels), dims.squeeze_plane(pixels),
+                  dims.spatial_spacing(labels.shape, spacing), image_name=image_name,
                   groups=groups)
     return df[columns]
 
@@ -224,7 +297,8 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
     """A few features per label for viewers: NGFF ``image-label`` ``properties``.
 
     One dict per label value > 0 (ascending): ``label-value``, ``voxels``,
-    ``volume_um3`` and ``mean_intensity`` (of ``image``, in its stored units). Label
+    ``volume_um3`` (``area_um2`` for a 2D field, whose voxels are pixels) and
+    ``mean_intensity`` (of ``image``, in its stored units). Label
     counting by ``bincount``: one pass, no per-object work (cheap beside segmentation).
     """
     if labels.shape != image.shape:
@@ -238,11 +312,36 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
     sums = np.bincount(flat, weights=image.ravel().astype(np.float64), minlength=1)
     ids = np.nonzero(counts)[0]
     ids = ids[ids > 0]
-    vox = float(np.prod([float(s) for s in spacing]))
+    vox = float(np.prod(dims.spatial_spacing(labels.shape, spacing)))
+    size = "area_um2" if dims.is_planar(labels.shape) else "volume_um3"
     return [{"label-value": int(i), "voxels": int(counts[i]),
-             "volume_um3": round(float(counts[i]) * vox, 4),
+             size: round(float(counts[i]) * vox, 4),
              "mean_intensity": round(float(sums[i] / counts[i]), 4)} for i in ids]
 
+
+#: (pattern, unit, description) of the columns whose unit differs in a 2D field (CellProfiler's
+#: 2D names), looked up before :data:`_UNITS`.
+_UNITS_2D = [
+    (r"^Location_(Center|BoundingBox(Minimum|Maximum))_[XY]$", "pixel",
+     "position in pixel index coordinates of the field (X = last axis)"),
+    (r"^Location_", "pixel", "position of an intensity landmark, pixel coordinates"),
+    (r"^AreaShape_(Area|BoundingBoxArea|ConvexArea|FilledArea)$", "pixel^2", "pixel count"),
+    (r"^AreaShape_(Perimeter|PerimeterCrofton|(Major|Minor)AxisLength|EquivalentDiameter|"
+     r"(Min|Max)FeretDiameter|(Maximum|Mean|Median)Radius)$", "pixel", "length in pixels"),
+    (r"^AreaShape_Orientation$", "degree", "angle of the major axis to the x axis"),
+    (r"^AreaShape_(FormFactor|Eccentricity|Compactness|Zernike_|HuMoment_)", "1",
+     "dimensionless"),
+    (r"^AreaShape_(Spatial|Central)Moment_", "pixel^(i+j)",
+     "moment of order i, j (sum over the pixels, coordinates in the bounding box)"),
+    (r"^Intensity_IntegratedIntensity", "intensity*pixel",
+     "sum of scaled intensities (CellProfiler's IntegratedIntensity)"),
+    (r"^AreaShape_InertiaTensor", "pixel^2", "second moment of the pixel coordinates"),
+    (r"^Shape2D_Area$", "um^2", "pixel count times the pixel area"),
+    (r"^Shape2D_Perimeter$", "um", "length of the marching-squares contour (level 0.5)"),
+    (r"^Shape2D_EquivalentDiameter$", "um", "diameter of the disc of the same area"),
+    (r"^Shape2D_", "1", "dimensionless shape ratio"),
+    (r"^Texture_", "1", "Haralick feature (256 grey levels, distance 3 pixels)"),
+]
 
 #: (pattern, unit, description) for every column, first match wins.
 _UNITS = [
@@ -274,11 +373,13 @@ _UNITS = [
 ]
 
 
-def feature_unit(column: str) -> tuple[str, str]:
-    """``(unit, description)`` of a :func:`nucleus_features` column (any object prefix)."""
-    name = re.sub(r"^[A-Z][A-Za-z]*_(?=(AreaShape|Intensity|Location|Shape3D|Texture|"
+def feature_unit(column: str, *, planar: bool = False) -> tuple[str, str]:
+    """``(unit, description)`` of a :func:`nucleus_features` column (any object prefix) of a
+    3D field or (``planar``) a 2D one: a few names (``AreaShape_ConvexArea``, the positions)
+    are CellProfiler's in both, in voxels or in pixels."""
+    name = re.sub(r"^[A-Z][A-Za-z]*_(?=(AreaShape|Intensity|Location|Shape[23]D|Texture|"
                   r"Granularity)_)", "", column)
-    for pattern, unit, text in _UNITS:
+    for pattern, unit, text in [*(_UNITS_2D if planar else []), *_UNITS]:
         if re.search(pattern, name):
             return unit, text
     raise KeyError(f"no unit known for column {column!r}")

@@ -18,6 +18,11 @@ voxel size (um):
    (fractions of the volume of a sphere of the diameter), relabel 1..N;
 9. upsample the labels (nearest) back to the input shape.
 
+A 2D field (stored ZYX with one z plane, :mod:`spotlight_scale.core.dims`) runs the
+same recipe on its plane: the block mean, CLAHE tiles, Gaussian sigma and distance
+transform are 2D, with the (y, x) pixel size, and the volume bounds become areas
+(fractions of the area of a disc of the diameter); the labels come back (1, Y, X).
+
 Every size is expressed in one physical quantity, the expected nucleus diameter
 ``diameter_um`` (its extent across, in XY). When it is not given (0),
 :func:`estimate_diameter` measures it on the image. The fractions reproduce the
@@ -38,6 +43,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import backend
+from . import dims
 
 
 @dataclass
@@ -56,7 +62,7 @@ class WatershedConfig:
     threshold_correction: float = 1.5  # chosen on synthetic *targets* (haze inflates Otsu masks)
     seed_distance: float = 0.6  # minimum distance between seeds, in diameters
     seed_depth: float = 0.12  # minimum distance-transform depth of a seed, in diameters
-    min_volume: float = 0.055  # in volumes of a sphere of the diameter
+    min_volume: float = 0.055  # in volumes of a sphere of the diameter (2D: area of a disc)
     max_volume: float = 0.0  # idem; 0: no upper bound
     remove_border: bool = True
 
@@ -86,6 +92,7 @@ def _voxel(voxel_size) -> tuple[float, float, float]:
 
 
 def _downscale(x, f: int):
+    """Block mean by ``f`` along every axis (any number of axes)."""
     if f == 1:
         return x
     xp = backend.array_module(x)
@@ -93,12 +100,15 @@ def _downscale(x, f: int):
     x = x[tuple(slice(0, s) for s in shape)]
     if any(s < f for s in x.shape):
         return x
-    return x.reshape(shape[0] // f, f, shape[1] // f, f, shape[2] // f, f).mean(axis=(1, 3, 5),
-                                                                              dtype=xp.float32)
+    blocks = [n for s in shape for n in (s // f, f)]
+    return x.reshape(blocks).mean(axis=tuple(range(1, 2 * x.ndim, 2)), dtype=xp.float32)
 
 
 def _grid(image, voxel, f: int):
-    """Downscaled image and its voxel size (um); an axis too short to halve keeps its size."""
+    """Downscaled image and its voxel size (um); an axis too short to halve keeps its size.
+
+    ``image`` has the field's spatial axes (YX or ZYX), ``voxel`` one size per axis.
+    """
     small = _downscale(image, f)
     vsmall = tuple(v * image.shape[a] / small.shape[a] for a, v in enumerate(voxel))
     return small, vsmall
@@ -121,7 +131,8 @@ def _normalise(small):
 
 def estimate_diameter(image, *, voxel_size, downscale: int = 2,
                       threshold: float | None = None) -> float:
-    """Typical nucleus diameter (um, across in XY) measured on a ZYX image.
+    """Typical nucleus diameter (um, across in XY) measured on a ZYX image (or a 2D
+    field's (1, Y, X) plane, whose objects are their own sections).
 
     At the segmentation grid (``downscale``), the image is rescaled, smoothed by one
     voxel and thresholded at Otsu. Each connected object that does not touch the XY
@@ -142,7 +153,8 @@ def estimate_diameter(image, *, voxel_size, downscale: int = 2,
     xp = backend.array_module(image)
     ndi = backend.ndimage_module(image)
     filters = backend.skimage_module("filters", image)
-    x = image.astype(xp.float32)
+    x = dims.squeeze_plane(image).astype(xp.float32)
+    voxel = dims.spatial_spacing(image.shape, voxel)
     if threshold is not None:
         x = xp.where(x < threshold, 0, x)
     small, v = _grid(x, voxel, downscale)
@@ -159,10 +171,11 @@ def estimate_diameter(image, *, voxel_size, downscale: int = 2,
         cc = inner
     diam, solid = [], []
     for obj in regionprops(cc):
-        sections = (cc[obj.slice] == obj.label)
+        own = cc[obj.slice] == obj.label
+        sections = own.reshape((-1, *own.shape[-2:]))  # one section in 2D
         section = sections[int(sections.sum(axis=(1, 2)).argmax())]
         prop = regionprops(section.astype(np.uint8))[0]
-        diam.append(2 * math.sqrt(prop.area * v[1] * v[2] / math.pi))
+        diam.append(2 * math.sqrt(prop.area * v[-2] * v[-1] / math.pi))
         solid.append(prop.solidity)
     if not diam:
         return float("nan")
@@ -197,7 +210,7 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
     Parameters
     ----------
     image : ndarray (numpy or cupy)
-        ZYX intensities.
+        ZYX intensities; a (1, Y, X) image is a 2D field, segmented in 2D.
     config : WatershedConfig, optional
         Without ``diameter_um`` the diameter is estimated first
         (:func:`resolve_diameter`; call it yourself to keep the estimate).
@@ -222,7 +235,9 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
     feature = backend.skimage_module("feature", image)
 
     d = cfg.diameter_um
-    x = image.astype(xp.float32)
+    planar = dims.is_planar(image.shape)
+    x = dims.squeeze_plane(image).astype(xp.float32)  # the field's spatial axes: YX or ZYX
+    voxel = dims.spatial_spacing(image.shape, voxel)
     if threshold is not None:
         x = xp.where(x < threshold, 0, x)
     small, v = _grid(x, voxel, cfg.downscale)
@@ -252,7 +267,7 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
     if cfg.remove_border:
         lab = clear_xy_border(lab)
     lab = _fill_holes_per_object(lab, ndi, xp)
-    sphere = math.pi / 6 * d ** 3 / (v[0] * v[1] * v[2])  # voxels at the downscaled grid
+    sphere = _ball(d, lab.ndim) / math.prod(v)  # voxels (pixels) at the downscaled grid
     sizes = xp.bincount(lab.ravel())
     bad = sizes < cfg.min_volume * sphere
     if cfg.max_volume:
@@ -260,18 +275,23 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
     bad[0] = False
     lab[bad[lab]] = 0
     lab = relabel_sequential(lab)
-    return _upsample_nearest(lab.astype(xp.uint32), image.shape)
+    return dims.expand_plane(_upsample_nearest(lab.astype(xp.uint32), x.shape), planar)
+
+
+def _ball(d: float, ndim: int) -> float:
+    """Measure of the ``ndim``-ball of diameter ``d``: a sphere's volume, a disc's area."""
+    return math.pi ** (ndim / 2) / math.gamma(ndim / 2 + 1) * (d / 2) ** ndim
 
 
 def clear_xy_border(lab):
-    """``lab`` with every object that touches an XY border of the field set to 0.
+    """``lab`` (ZYX, or YX) with every object that touches an XY border of the field set to 0.
 
     The one rule for objects cut by the field of view: the segmentation applies it to
     its own objects, and ``evaluate`` applies it to the ground truth before scoring.
     """
     xp = backend.array_module(lab)
-    border = xp.unique(xp.concatenate([lab[:, 0, :].ravel(), lab[:, -1, :].ravel(),
-                                       lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
+    border = xp.unique(xp.concatenate([lab[..., 0, :].ravel(), lab[..., -1, :].ravel(),
+                                       lab[..., :, 0].ravel(), lab[..., :, -1].ravel()]))
     border = border[border > 0]
     if border.size == 0:
         return lab

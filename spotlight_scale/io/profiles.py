@@ -110,9 +110,9 @@ def nuclei_frame(features: pd.DataFrame, key) -> pd.DataFrame:
     return df
 
 
-def schema(columns: Iterable[str]):
+def schema(columns: Iterable[str], planar: bool = False):
     """Arrow schema of a profile table: string/int64 keys, float64 features with their unit
-    and description as field metadata."""
+    and description as field metadata (of a 2D field's features when ``planar``)."""
     import pyarrow as pa
 
     from ..core.features import feature_unit
@@ -124,7 +124,7 @@ def schema(columns: Iterable[str]):
         elif c.startswith("Metadata_"):
             fields.append(pa.field(c, pa.int64()))
         else:
-            unit, text = feature_unit(c)
+            unit, text = feature_unit(c, planar=planar)
             fields.append(pa.field(c, pa.float64(), metadata={"unit": unit,
                                                                "description": text}))
     return pa.schema(fields)

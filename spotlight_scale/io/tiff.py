@@ -32,11 +32,12 @@ class TiffError(ValueError):
 
 
 def write_imagej(path: str | Path, volume: np.ndarray, voxel_size: Sequence[float], *,
-                 compression: str | None = None) -> None:
-    """Write a ZYX (or CZYX, or a YX plane) array as an ImageJ hyperstack carrying its voxel
-    size in um (a plane: its pixel size; ``voxel_size`` may then be (y, x)).
+                 compression: str | None = None, planar: bool = False) -> None:
+    """Write a ZYX (or CZYX) array as an ImageJ hyperstack carrying its voxel size in um;
+    with ``planar``, a 2D image: YX (or CYX), no z axis and no z spacing.
 
-    ImageJ stores z spacing as ``spacing`` and x/y as resolution (pixels per um).
+    ImageJ stores z spacing as ``spacing`` and x/y as resolution (pixels per um);
+    ``voxel_size`` is (z, y, x), (y, x) also when ``planar``.
     float64 and int64 are not ImageJ types: they are written as float32 / int32.
     """
     import tifffile
@@ -48,16 +49,21 @@ def write_imagej(path: str | Path, volume: np.ndarray, voxel_size: Sequence[floa
         if arr.size and arr.max() > np.iinfo(np.int32).max:
             raise ValueError(f"{path}: labels exceed int32, not representable in ImageJ TIFF")
         arr = arr.astype(np.int32 if arr.dtype != np.uint32 else np.float32)
-    axes = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(arr.ndim)
-    if axes is None:
-        raise ValueError(f"{path}: expected a YX, ZYX or CZYX array, got {arr.shape}")
+    if planar:
+        axes = {2: "YX", 3: "CYX"}.get(arr.ndim)
+        if axes is None:
+            raise ValueError(f"{path}: expected a 2D image (YX or CYX), got {arr.shape}")
+    else:
+        axes = "ZYX" if arr.ndim == 3 else "CZYX" if arr.ndim == 4 else None
+        if axes is None:
+            raise ValueError(f"{path}: expected a 3D (ZYX) or 4D (CZYX) array, got {arr.shape}")
     if axes == "CZYX":
         arr = np.moveaxis(arr, 0, 1)  # ImageJ order is TZCYX
         axes = "ZCYX"
-    y, x = (float(v) for v in voxel_size[-2:])
+    y, x = (float(v) for v in tuple(voxel_size)[-2:])
     metadata = {"unit": "um", "axes": axes}
-    if axes != "YX":  # a single plane (2D field) has no z spacing
-        metadata["spacing"] = float(voxel_size[-3])
+    if not planar:
+        metadata["spacing"] = float(tuple(voxel_size)[0])
     tifffile.imwrite(
         str(path), arr, imagej=True, resolution=(1.0 / x, 1.0 / y),
         metadata=metadata, compression=compression,

@@ -1,4 +1,5 @@
-"""Export any stored image of a field as an ImageJ TIFF carrying its voxel size (for Fiji)."""
+"""Export any stored image of a field as an ImageJ TIFF carrying its voxel size (for Fiji);
+a 2D field (one z plane) as a YX image with its pixel size, no z axis."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core import dims
 from ..io.store import FieldKey, Store, StoreError
 
 
@@ -39,6 +41,9 @@ def export(store_root, out: str | Path, *, well: str, field: int, image: str,
             data = data.astype(np.uint16)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    write_imagej(tmp, data, store.voxel_size(key))
+    planar = dims.is_planar(data.shape)
+    write_imagej(tmp, dims.squeeze_plane(data), dims.spatial_spacing(data.shape,
+                                                                     store.voxel_size(key)),
+                 planar=planar)
     tmp.replace(out)
     return out

@@ -1,5 +1,6 @@
 """Profile: per-nucleus features of every field (CellProfiler's via cp_measure, plus mesh
-shape features), as Parquet datasets (:mod:`spotlight_scale.io.profiles`).
+shape features), as Parquet datasets (:mod:`spotlight_scale.io.profiles`). A 2D field
+(one z plane) is measured in 2D (:mod:`spotlight_scale.core.features`).
 
 Each field is one task on a Dask worker: read its labels and image, compute
 :func:`spotlight_scale.core.features.nucleus_features` with the store's voxel size and the
@@ -21,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core import dims
 from ..core.features import DEFAULT_GROUPS, check_groups, feature_columns, image_token
 from ..io import profiles as P
 from ..io.atomic import atomic_write_json
@@ -64,7 +66,8 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
     feats = nucleus_features(lab, img, store.voxel_size(key), image_name=image, groups=groups,
                              intensity_scale=scale)
     df = P.nuclei_frame(feats, key)
-    write_table(df, P.part_path(Path(out), key), "nuclei", schema=P.schema(df.columns),
+    write_table(df, P.part_path(Path(out), key), "nuclei",
+                schema=P.schema(df.columns, planar=dims.is_planar(lab.shape)),
                 labels=labels, image=image, image_name=image_token(image),
                 groups=list(groups), intensity_scale=scale, store=str(store.root),
                 voxel_size_um=list(store.voxel_size(key)))
@@ -73,13 +76,15 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
     return {"field": key.id, "rows": len(df)}
 
 
-def write_wells(out: Path, groups: Sequence[str], image: str) -> None:
-    """Rewrite ``wells/wells.parquet`` from every nuclei file of ``out``."""
+def write_wells(out: Path, groups: Sequence[str], image: str, planar: bool = False) -> None:
+    """Rewrite ``wells/wells.parquet`` from every nuclei file of ``out`` (of 2D fields when
+    ``planar``)."""
     wells = P.aggregate_wells(P.read_profiles(out))
     if wells.empty:  # no nuclei anywhere: still every column, with its unit
-        cols = [f"{P.OBJECT_NAME}_{c}" for c in feature_columns(groups, image)[1:]]
+        cols = [f"{P.OBJECT_NAME}_{c}" for c in feature_columns(groups, image,
+                                                                planar=planar)[1:]]
         wells = P.aggregate_wells(wells.reindex(columns=[*P.KEYS, *cols]))
-    write_table(wells, P.wells_path(out), "wells", schema=P.schema(wells.columns),
+    write_table(wells, P.wells_path(out), "wells", schema=P.schema(wells.columns, planar),
                 image=image, image_name=image_token(image), groups=list(groups))
 
 
@@ -161,6 +166,7 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
             rows = sum(res["rows"] for _, res in results)
         if shard is None:  # also after a job array, whose tasks leave this to this run
             write_failures(out / "failures.parquet", failures, "profile", labels)
-            write_wells(out, groups, image)
+            write_wells(out, groups, image, planar=bool(keys) and
+                        dims.is_planar(store.image(keys[0]).shape))
     return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
             "rows": rows, "out": str(out)}

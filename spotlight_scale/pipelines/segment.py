@@ -11,7 +11,8 @@ in overlapping blocks and stitched (:mod:`spotlight_scale.chunked.labels`).
 The watershed works in micrometres: the voxel size comes from the store and every
 size from one nucleus diameter, given (``--diameter``) or estimated per field on the
 field's target, the real nuclear stain, whichever image is segmented
-(:func:`spotlight_scale.core.segment.estimate_diameter`). The diameter
+(:func:`spotlight_scale.core.segment.estimate_diameter`). A 2D field (one z plane,
+:mod:`spotlight_scale.core.dims`) is segmented in 2D and its labels stored (1, Y, X). The diameter
 used, and whether it was estimated, is written into the labels group's attributes
 (key ``spotlight_scale_segmentation``) and into the ``segment`` marker.
 """
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core import dims
 from ..core.segment import WatershedConfig, resolve_diameter, watershed_nuclei
 from ..errors import SetupError
 from ..io.store import FieldKey, Store, StoreError, check_name
@@ -54,8 +56,10 @@ def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, thresho
         model = models.CellposeModel(pretrained_model=str(cellpose_model),
                                      gpu=backend.gpu_available())
         img = np.where(image < threshold, 0, image) if threshold is not None else image
-        masks = model.eval(img, do_3D=True, z_axis=0)[0]
-        return masks.astype(np.uint32)
+        planar = dims.is_planar(img.shape)  # a 2D field: Cellpose's 2D model on its plane
+        masks = model.eval(dims.squeeze_plane(img),
+                           **({} if planar else {"do_3D": True, "z_axis": 0}))[0]
+        return dims.expand_plane(np.asarray(masks).astype(np.uint32), planar)
     raise ValueError(f"unknown segmentation method {method!r}")
 
 
