@@ -24,6 +24,7 @@ TABLE_SCHEMAS = {
     "wells": 1,  # per-well aggregated profiles
     "metrics": 2,  # per-field evaluation metrics (2: Metadata_ keys)
     "benchmark_seeds": 1,  # benchmark --seeds: per seed and model, metric means over fields
+    "benchmark_curves": 1,  # benchmark --store: per field, model, seed and iteration
 }
 
 #: Model file format written by the trainer.

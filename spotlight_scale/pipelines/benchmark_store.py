@@ -125,3 +125,215 @@ def run_store_benchmark(store, workdir, *, models: Sequence[str], seeds: Sequenc
                               checkpoints=checkpoints, one_seed=one_seed, workers=workers,
                               progress_stream=progress_stream)
     return {"message": f"report at {report}", "report": str(report)}
+
+
+# --------------------------------------------------------------------------- scoring
+#: Columns of the learning-curve table, in report order: (column, label).
+CURVE_METRICS = (
+    ("pearson_r", "Pearson r"), ("psnr", "PSNR (dB)"), ("psnr_fg", "PSNR fg (dB)"),
+    ("ssim", "SSIM"), ("ap50", "AP@0.5 (Otsu)"), ("ap_mean_50_90", "AP 0.5-0.9 (Otsu)"),
+    ("ap50_model", "AP@0.5 (model thr.)"), ("ap_mean_50_90_model", "AP 0.5-0.9 (model thr.)"),
+    ("bg_below_otsu", "bg below Otsu"), ("bg_spread", "bg spread"),
+    ("cosine_nuclei_median", "cosine distance"),
+)
+AP_COLUMNS = [f"ap{t}" for t in range(50, 91, 5)]
+
+
+def pearson_r(a, b) -> float:
+    """Pearson correlation of two images over all voxels (float64 sums)."""
+    import numpy as np
+
+    x = np.asarray(a, np.float64).ravel()
+    y = np.asarray(b, np.float64).ravel()
+    x = x - x.mean()
+    y = y - y.mean()
+    den = float(np.sqrt((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else float("nan")
+
+
+def prediction_name(model: str, seed: int, iteration: int) -> str:
+    return f"bench-{model}-s{seed}-i{iteration}"
+
+
+def score_snapshots(store, workdir, *, models, seeds, checkpoints, one_seed=(), workers: int = 2,
+                    split: str = "test", progress_stream=sys.stderr):
+    """Score every trained snapshot on ``split``; returns the per-field curve table
+    (one row per field, model, seed, iteration) and writes ``WORK/curves.parquet``.
+
+    Each snapshot is predicted into the store (``bench-<model>-s<seed>-i<N>``), segmented
+    at the Otsu threshold of its prediction (labels of that name) and at its model's own
+    threshold (``...-model``), profiled, and evaluated against ``labels:gt`` with the
+    target segmented by the same recipe (``bench-target``). A snapshot scored before (its
+    rows in ``curves.parquet``) is not scored again.
+    """
+    import numpy as np
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    from ..io.store import Store
+    from ..io.tables import read_table, write_table
+    from .evaluate import evaluate
+    from .predict import predict
+    from .profile import profile
+    from .segment import segment
+
+    w = Path(workdir)
+    st = Store(store)
+    table_path = w / "curves.parquet"
+    old = read_table(table_path, "benchmark_curves") if table_path.exists() else None
+    scored = set() if old is None else set(zip(old["model"], old["seed"], old["iteration"]))
+    todo = [(n, s, m) for n, s, m in plan_jobs(models, seeds, checkpoints, one_seed)
+            if snapshot_path(w, m, s, n).exists() and (m, s, n) not in scored]
+    rows = []
+    if todo:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None) as lc, Client(lc):
+            addr = lc.scheduler_address
+            common = dict(split=split, cluster=addr, progress_stream=progress_stream)
+            segment(st.root, image="target", name="bench-target", **common)
+            profile(st.root, labels="bench-target", image="target",
+                    out=w / "profiles" / "bench-target", **common)
+            for n, s, m in todo:
+                name = prediction_name(m, s, n)
+                print(f"== score {name}", file=progress_stream, flush=True)
+                predict(st.root, snapshot_path(w, m, s, n), name, overwrite=True, **common)
+                segment(st.root, image=f"prediction:{name}", name=name, overwrite=True, **common)
+                segment(st.root, image=f"prediction:{name}", name=f"{name}-model",
+                        threshold="model", overwrite=True, **common)
+                profile(st.root, labels=name, image=f"prediction:{name}",
+                        out=w / "profiles" / name, overwrite=True, **common)
+                out = w / "scores" / name
+                evaluate(st, [name], out=out, labels={name: name}, target_labels="bench-target",
+                         profiles=w / "profiles", split=split, cluster=addr, overwrite=True,
+                         report=False)
+                evaluate(st, [name], out=out / "model-threshold", labels={name: f"{name}-model"},
+                         target_labels="bench-target", split=split, cluster=addr,
+                         overwrite=True, report=False)
+                df = read_table(out / "metrics.parquet", "metrics")
+                dm = read_table(out / "model-threshold" / "metrics.parquet", "metrics")
+                df, dm = df[df["model"] == name], dm[dm["model"] == name]
+                dm = dm.set_index("Metadata_Site")
+                for _, r in df.iterrows():
+                    key = next(k for k in st.fields(split) if k.field == r["Metadata_Site"]
+                               and k.well == r["Metadata_Well"] and k.plate == r["Metadata_Plate"])
+                    pred = st.read_named(key, f"prediction:{name}")
+                    row = {"model": m, "seed": int(s), "iteration": int(n),
+                           "Metadata_Plate": key.plate, "Metadata_Well": key.well,
+                           "Metadata_Site": key.field,
+                           "pearson_r": pearson_r(pred, st.read(key, "target"))}
+                    for col, _ in CURVE_METRICS:
+                        if col in r.index:
+                            row[col] = float(r[col])
+                    row["ap_mean_50_90"] = float(np.mean([r[c] for c in AP_COLUMNS]))
+                    mr = dm.loc[key.field]
+                    row["ap50_model"] = float(mr["ap50"])
+                    row["ap_mean_50_90_model"] = float(np.mean([mr[c] for c in AP_COLUMNS]))
+                    rows.append(row)
+                table = pd.concat([t for t in (old, pd.DataFrame(rows)) if t is not None],
+                                  ignore_index=True)
+                write_table(table, table_path, "benchmark_curves")  # after every snapshot
+    return read_table(table_path, "benchmark_curves") if table_path.exists() else None
+
+
+def curve_summary(table):
+    """Per model and iteration: mean and s.d. over seeds of each seed's field mean."""
+    per_seed = (table.groupby(["model", "iteration", "seed"], sort=True)
+                [[c for c, _ in CURVE_METRICS if c in table]].mean().reset_index())
+    agg = per_seed.groupby(["model", "iteration"], sort=True).agg(["mean", "std", "count"])
+    return per_seed, agg
+
+
+def stronger_fnet(per_seed, iteration: int, metric: str = "ap_mean_50_90") -> str | None:
+    """The F-net variant with the higher seed-mean ``metric`` at ``iteration``."""
+    sub = per_seed[(per_seed["iteration"] == iteration)
+                   & per_seed["model"].str.startswith("fnet")]
+    if sub.empty:
+        return None
+    return str(sub.groupby("model")[metric].mean().idxmax())
+
+
+def write_curve_report(workdir, table) -> Path:
+    """``WORK/report.md`` and ``WORK/curves.png``: learning curves, mean +- s.d. over seeds,
+    and Spotlight against the stronger F-net at each budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ..io.atomic import atomic_write_text
+
+    w = Path(workdir)
+    per_seed, agg = curve_summary(table)
+    cols = [(c, label) for c, label in CURVE_METRICS if c in per_seed]
+    lines = ["# F-net vs Spotlight: learning curves on a store", "",
+             "Each run is one training per seed, scored on the test fields at each budget "
+             "(snapshots of the same run). Values: mean +- s.d. over seeds of each seed's mean "
+             "over the test fields (n = seeds). AP is the mean over IoU 0.5-0.9 unless noted; "
+             "'Otsu' segments the prediction at the Otsu threshold recomputed on it, 'model "
+             "thr.' at the level its model was trained to put the foreground boundary at.", "",
+             "| model | iterations | n | " + " | ".join(label for _, label in cols) + " |",
+             "|---|---|---" + "|---" * len(cols) + "|"]
+    for (model, it), row in agg.iterrows():
+        n = int(row[(cols[0][0], "count")])
+        cells = []
+        for c, _ in cols:
+            m, s = row[(c, "mean")], row[(c, "std")]
+            cells.append("-" if not np.isfinite(m) else
+                         f"{m:.3f}" + (f" +- {s:.3f}" if n > 1 and np.isfinite(s) else ""))
+        lines.append(f"| {model} | {it} | {n} | " + " | ".join(cells) + " |")
+    lines += ["", "## Spotlight against the stronger F-net at each budget", "",
+              "The stronger F-net is the variant with the higher mean AP (Otsu) at that budget; "
+              "differences are Spotlight minus it, on the seeds both have.", "",
+              "| iterations | stronger F-net | seeds | d AP (Otsu) | d AP (model thr.) | "
+              "d Pearson r | d PSNR fg | Spotlight bg spread / F-net's |", "|---" * 8 + "|"]
+    for it in sorted(per_seed["iteration"].unique()):
+        ref = stronger_fnet(per_seed, it)
+        sp = per_seed[(per_seed["model"] == "spotlight") & (per_seed["iteration"] == it)]
+        if ref is None or sp.empty:
+            continue
+        fn = per_seed[(per_seed["model"] == ref) & (per_seed["iteration"] == it)]
+        both = sorted(set(sp["seed"]) & set(fn["seed"]))
+        a = sp.set_index("seed").loc[both]
+        b = fn.set_index("seed").loc[both]
+
+        def d(c):
+            if c not in a or not both:
+                return "-"
+            v = (a[c] - b[c]).to_numpy(float)
+            return f"{v.mean():+.3f}" + (f" +- {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+
+        ratio = "-"
+        if "bg_spread" in a and both:
+            ratio = f"{float(a['bg_spread'].mean() / b['bg_spread'].mean()):.2f}"
+        lines.append(f"| {it} | {ref} | {len(both)} | {d('ap_mean_50_90')} | "
+                     f"{d('ap_mean_50_90_model')} | {d('pearson_r')} | {d('psnr_fg')} | "
+                     f"{ratio} |")
+    show = [c for c in ("pearson_r", "ap_mean_50_90", "ap_mean_50_90_model", "psnr_fg",
+                        "bg_below_otsu", "bg_spread") if c in per_seed]
+    fig, axes = plt.subplots(1, len(show), figsize=(3.2 * len(show), 3.0))
+    for ax, c in zip(np.atleast_1d(axes), show):
+        for model, g in per_seed.groupby("model", sort=True):
+            st = g.groupby("iteration")[c].agg(["mean", "std"]).reset_index()
+            ax.errorbar(st["iteration"], st["mean"], yerr=st["std"].fillna(0), marker="o",
+                        capsize=2, label=model)
+        ax.set_xscale("log")
+        ax.set_title(dict(CURVE_METRICS)[c], fontsize=9)
+        ax.set_xlabel("iterations")
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(w / "curves.png", dpi=110)
+    plt.close(fig)
+    lines += ["", "![learning curves](curves.png)", ""]
+    path = w / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def score_and_report(store, workdir, *, models, seeds, checkpoints, one_seed=(), workers=2,
+                     progress_stream=sys.stderr) -> Path:
+    table = score_snapshots(store, workdir, models=models, seeds=seeds, checkpoints=checkpoints,
+                            one_seed=one_seed, workers=workers, progress_stream=progress_stream)
+    if table is None or table.empty:
+        raise RuntimeError(f"{workdir}: no snapshot to score; train first")
+    return write_curve_report(workdir, table)
