@@ -17,9 +17,14 @@ computes, per model (each prediction, plus ``target`` as the reference row):
   prediction has no independent noise between checkerboard halves, so its
   single-image FRC is usually not resolved). The FRC curves are kept for the
   report;
+- **background**: the fraction of the target's background (``target < otsu``) the
+  prediction puts below Otsu, and its spread there: s.d. of the prediction over the
+  target's background / the target's foreground mean (``bg_spread``);
 - **segmentation level**: average precision at IoU 0.50..0.95 of each model's
   labels against the ground truth (``labels:gt``), with
-  :mod:`spotlight_scale.core.matching`. Objects touching the XY border of the field
+  :mod:`spotlight_scale.core.matching`; and, where labels named ``<LABELS>-model``
+  exist (``segment --foreground model``: the model's own foreground threshold instead
+  of Otsu recomputed on the prediction), their AP (``ap50_model``, ``ap_mean_model``). Objects touching the XY border of the field
   (cut by the field of view) are dropped from *both* sides first, as the
   segmentation recipe drops its own (:func:`spotlight_scale.core.segment.clear_xy_border`);
 - **post-thresholding sweep** (paper Fig. 3b): PSNR of each prediction with the
@@ -29,6 +34,12 @@ computes, per model (each prediction, plus ``target`` as the reference row):
   labels, used in the driver for the **feature level**: cosine distance between
   target and prediction profiles (``profile`` datasets) per matched nucleus and
   per well.
+
+**2D fields** (one z plane; :mod:`spotlight_scale.core.dims`) are decided once per
+field: the images are squeezed to their YX plane, so SSIM uses 2D windows and MicroMS3IM
+and FRC are computed on the plane; the FSC needs a volume and is ``nan`` (the report
+says "n/a (2D)"); the labels keep their stored (1, Y, X) shape for the AP. The table's
+``planar`` column says which fields were 2D.
 
 Outputs in ``REPORT_DIR``: ``metrics.parquet`` (table ``metrics``: one row per
 field and model), ``summary.json`` (per-model means, per-well feature distances,
