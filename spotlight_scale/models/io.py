@@ -5,16 +5,14 @@
     {"format": "spotlight-scale-model", "version": 1,
      "model_config": {"depth", "channels", "in_channels", "out_channels"},
      "state_dict": ..., "normalization": "fnet" | "spotlight",
-     "target_range": {"raw_min", "raw_max", "norm_min", "norm_max", "norm_threshold"},
+     "target_range": {"raw_min", "raw_max", "norm_min", "norm_max"},
      "train_config": {...}, "iteration": int, "loss": "mse" | "spotlight",
      "loss_settings": {"loss", "normalization", "sampling", and for spotlight "lam", "k",
                        "eps", "dice_probability", "loss_reduction", "dice_denominator",
                        "mse_denominator", "lambda_ramp"}}
 
 ``loss_settings`` (which variant of the loss trained the model) is absent from files
-written before it existed; so is ``target_range["norm_threshold"]`` (the normalised
-foreground threshold the model was trained to, see
-:func:`spotlight_scale.core.normalize.target_range`).
+written before it existed.
 
 Only plain types and tensors are stored, so it loads with ``weights_only=True``.
 """
