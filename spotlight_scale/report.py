@@ -43,13 +43,20 @@ METRIC_LABELS = {
     "fsc_z_um": ("FSC resolution, Z (um)", "lower"),
     "frc_vs_target_um": ("FRC vs target (um)", "lower"),
     "bg_below_otsu": ("Background below Otsu", "higher"),
+    "bg_spread": ("Background spread (s.d. / fg mean)", "lower"),
     "ap50": ("AP @ IoU 0.5", "higher"),
     "ap_mean": ("AP, mean IoU 0.5-0.95", "higher"),
+    "ap50_model": ("AP @ IoU 0.5, model threshold", "higher"),
+    "ap_mean_model": ("AP, mean IoU 0.5-0.95, model threshold", "higher"),
     "cosine_nuclei_median": ("Cosine distance, nuclei", "lower"),
 }
 TABLE_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "micro_ms3im_fg",
                  "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um", "bg_below_otsu",
-                 "ap50", "ap_mean", "cosine_nuclei_median")
+                 "bg_spread", "ap50", "ap_mean", "ap50_model", "ap_mean_model",
+                 "cosine_nuclei_median")
+#: Resolutions that need a volume: not defined on a 2D (single-plane) field.
+VOLUME_ONLY = ("fsc_um", "fsc_z_um")
+NOT_DEFINED_2D = "n/a (2D)"
 RESOLUTIONS = ("frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
 
 
@@ -165,14 +172,16 @@ def plot_slices(slices: dict, summary: dict, path: Path) -> None:
     colors = _colors(["target", *summary["predictions"]])
     colors["gt"] = "yellow"
     xy0 = slices["image__target__xy"]
-    xz0 = slices["image__target__xz"]
-    ratio = (xz0.shape[0] * vz) / (xy0.shape[0] * vy)
-    fig, axes = plt.subplots(2, len(images), figsize=(2.9 * len(images), 2.9 * (1 + ratio)),
-                             gridspec_kw={"height_ratios": [1, max(ratio, 0.15)]},
+    planes = ("xy", "xz") if "image__target__xz" in slices else ("xy",)  # 2D: the plane only
+    ratio = ((slices["image__target__xz"].shape[0] * vz) / (xy0.shape[0] * vy)
+             if len(planes) == 2 else 0.0)
+    fig, axes = plt.subplots(len(planes), len(images),
+                             figsize=(2.9 * len(images), 2.9 * (1 + ratio)),
+                             gridspec_kw={"height_ratios": [1, max(ratio, 0.15)][:len(planes)]},
                              squeeze=False)
     lo_t, hi_t = np.percentile(xy0, [0.5, 99.8])
     for col, name in enumerate(images):
-        for row, plane in enumerate(("xy", "xz")):
+        for row, plane in enumerate(planes):
             ax = axes[row, col]
             img = slices[f"image__{name}__{plane}"].astype(np.float64)
             if name == "signal":
@@ -302,20 +311,43 @@ def summary_table(summary: dict) -> str:
     fields could not measure says how many.
     """
     models = ["target", *summary["predictions"]]
+    all_2d = _n_planar(summary) == summary.get("n_fields")
 
     def measured(mod, m):  # the metric applies to this row (a value, or "not resolved")
         stat = summary["models"][mod].get(m) or {}
         return bool(stat.get("n")) or (_is_resolution(mod, m) and bool(stat.get("n_nan")))
+
+    def cell(mod, m):
+        if all_2d and m in VOLUME_ONLY:  # a single plane has no shells: not "not resolved"
+            return NOT_DEFINED_2D
+        return _fmt(summary["models"][mod].get(m), 2 if m.startswith("psnr") else 3,
+                    resolution=_is_resolution(mod, m))
 
     metrics = [m for m in TABLE_METRICS if any(measured(mod, m) for mod in models)]
     head = "| model | " + " | ".join(METRIC_LABELS[m][0] for m in metrics) + " |"
     sep = "|---|" + "---|" * len(metrics)
     lines = [head, sep]
     for mod in models:
-        cells = [_fmt(summary["models"][mod].get(m), 2 if m.startswith("psnr") else 3,
-                      resolution=_is_resolution(mod, m)) for m in metrics]
+        cells = [cell(mod, m) for m in metrics]
         lines.append(f"| {mod} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _n_planar(summary: dict) -> int:
+    return int((summary.get("settings") or {}).get("n_planar") or 0)
+
+
+def _dims_note(summary: dict) -> str:
+    """What the report says about 2D fields (FSC not defined on a plane)."""
+    n2, n = _n_planar(summary), summary.get("n_fields", 0)
+    if not n2:
+        return ""
+    which = "All fields are" if n2 == n else f"{n2} of {n} fields are"
+    return (f"{which} 2D (a single z plane): SSIM uses 2D windows, MicroMS3IM and FRC are "
+            "computed on the plane, and the FSC (a Fourier *shell* correlation, which needs a "
+            f"volume) is not defined: NaN, shown as \"{NOT_DEFINED_2D}\""
+            + ("" if n2 == n else " when every field is 2D, else counted among the fields "
+               f"\"{NOT_RESOLVED}\"") + ". ")
 
 
 def _scales(summary: dict) -> str:
@@ -325,6 +357,11 @@ def _scales(summary: dict) -> str:
     return (f"{n} MS-SSIM scale(s)" + ("" if n == 5 else
                                        " (the standard 5 need XY slices of 176 px or more; "
                                        "the first weights, renormalised)"))
+
+
+def _model_labels(summary: dict) -> str:
+    got = summary.get("model_labels") or {}
+    return ", ".join(f"`{p}` -> `{n}`" for p, n in got.items()) or "none segmented"
 
 
 def write_report(report_dir: str | Path) -> Path:
@@ -361,7 +398,11 @@ def write_report(report_dir: str | Path) -> Path:
         "PSNR and SSIM use the target's intensity range (predictions are rescaled into it); "
         "the foreground is target >= Otsu; background below Otsu is the fraction of the "
         "target's background voxels that the prediction puts below the target's Otsu "
-        "threshold (what the Spotlight loss aims for). Foreground SSIM averages only the SSIM windows "
+        "threshold (what the Spotlight loss aims for); background spread is the standard "
+        "deviation of the prediction over the target's background divided by the target's "
+        "foreground mean (a flat background scores 0 at any level). "
+        + _dims_note(summary) +
+        "Foreground SSIM averages only the SSIM windows "
         "wholly inside the foreground (cubic's definition). MicroMS3IM (cubic/microssim) "
         f"uses {_scales(summary)} on these "
         "slices; its foreground value is the same metric on the foreground's bounding box "
@@ -373,7 +414,11 @@ def write_report(report_dir: str | Path) -> Path:
         f"\"{NOT_RESOLVED}\" (at this sampling), never a number; noise-free predictions "
         "usually are. FRC vs target is the two-image FRC of prediction and target on that "
         "slice. AP: IoU-matched against the ground truth, TP / (TP + FP + FN); "
-        f"{summary['settings'].get('ap_border', 'border objects as segmented')}. The `target` "
+        f"{summary['settings'].get('ap_border', 'border objects as segmented')}. AP is "
+        "reported both ways where the labels exist: Otsu recomputed on the prediction (the "
+        "recipe, labels `seg-<NAME>`), and at the model's own foreground threshold "
+        "(`segment --foreground model`, labels `<LABELS>-model`; model threshold columns: "
+        f"{_model_labels(summary)}). The `target` "
         "row scores the real target's own segmentation and resolution.",
         "",
     ]

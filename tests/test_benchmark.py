@@ -25,6 +25,10 @@ def test_benchmark_tiny_end_to_end(tmp_path):
         assert (rep / f).exists() and (rep / f).stat().st_size > 0, f
     df = pd.read_parquet(rep / "metrics.parquet")
     assert {"fnet", "spotlight"} <= set(df["model"])
+    # AP both ways: Otsu recomputed on the prediction, and the model's own threshold
+    preds = df[df["model"].isin(["fnet", "spotlight"])]
+    assert preds["ap50"].notna().all() and preds["ap50_model"].notna().all()
+    assert preds["bg_spread"].notna().all()
     meta = json.loads((rep / "benchmark.json").read_text())
     assert meta["budget"] == "tiny" and set(meta["seconds"]) >= {"ingest", "evaluate"}
     text = (rep / "report.md").read_text()

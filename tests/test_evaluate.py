@@ -334,3 +334,112 @@ def _ap(gt, pred, thresholds):
 def _match(a, b):
     ia, ib = matching.match_labels(a, b, 0.5)
     return np.asarray(ia), np.asarray(ib)
+
+
+# --------------------------------------------------------------------------- 2D fields
+def planar_store(root, rng, n_fields=2):
+    """A store of 2D fields (one z plane, CZYX with Z = 1, the core.dims convention):
+    disk nuclei on a dim background, written through the real store writer."""
+    from conftest import reference_patch_index, reference_stats
+
+    from spotlight_scale.io.fields import finalize_store, write_field
+    from spotlight_scale.io.store import FieldKey, Store
+
+    shape = (1, 96, 112)
+    store = Store(root, create=True, ngff="0.5",
+                  settings={"patch": [1, 16, 16], "patch_stride": [1, 8, 8], "min_fraction": 0.001})
+    y, x = np.indices(shape[1:])
+    for field in range(n_fields):
+        gt = np.zeros(shape, np.uint32)
+        centres = [(22, 24), (22, 60), (26, 90), (66, 30), (70, 66), (64, 92)]
+        for i, (cy, cx) in enumerate(centres):
+            cy, cx = cy + rng.integers(-3, 4), cx + rng.integers(-3, 4)
+            gt[0][(y - cy) ** 2 + (x - cx) ** 2 <= 9 ** 2] = i + 1
+        target = (100 + 800 * (gt > 0) + rng.normal(0, 20, shape)).clip(0).astype(np.uint16)
+        signal = (1000 + 150 * (gt > 0) + rng.normal(0, 30, shape)).clip(0).astype(np.uint16)
+        stats = {"signal": reference_stats(signal), "target": reference_stats(target)}
+        index = reference_patch_index(target >= stats["target"]["otsu"], (1, 16, 16), (1, 8, 8),
+                                      0.001)
+        write_field(store, FieldKey("P1", "B03", field), signal=signal, target=target, mask=gt,
+                    voxel_size=(0.65, 0.65, 0.65), chunks=(1, 48, 56), split="test",
+                    stats=stats, source={"synthetic": True}, patch_index=index,
+                    patch_settings={"patch_shape": (1, 16, 16), "stride": (1, 8, 8),
+                                    "min_fraction": 0.001})
+    finalize_store(store)
+    return store
+
+
+def test_evaluate_2d_fields_scores_the_plane(tmp_path):
+    """A 2D screen: every pixel metric is the metric of the YX plane (2D SSIM window,
+    MicroMS3IM and FRC on the plane), FSC is NaN and the report says it is not defined in
+    2D; AP on the (1, Y, X) labels; background spread by its definition."""
+    from spotlight_scale.core.dims import is_planar, squeeze_plane
+    from spotlight_scale.io.tables import read_table
+    from spotlight_scale.pipelines.evaluate import AP_THRESHOLDS, evaluate
+
+    rng = np.random.default_rng(5)
+    store = planar_store(tmp_path / "store", rng)
+    keys = store.fields("test")
+    for key in keys:
+        target = store.read(key, "target").astype(np.float64)
+        assert is_planar(target.shape)
+        gt = store.read_named(key, "labels:gt")
+        ids = np.unique(gt[gt > 0])
+        add_prediction(store, key, "good", target + rng.normal(0, 15, target.shape))
+        hazy = ndi.gaussian_filter(target[0], 2.0) * 0.8 + ndi.gaussian_filter(
+            rng.normal(0, 60, target.shape[1:]), 4) + 150
+        add_prediction(store, key, "hazy", hazy[None])
+        add_labels(store, key, "seg-target", gt)
+        add_labels(store, key, "seg-good", drop_label(gt, ids[0]))
+        add_labels(store, key, "seg-hazy", drop_label(drop_label(gt, ids[0]), ids[1]))
+
+    out = tmp_path / "report"
+    summary = evaluate(store, ["good", "hazy"], out=out, workers=1)
+    df = read_table(out / "metrics.parquet", "metrics")
+    assert df["planar"].all() and summary["settings"]["n_planar"] == len(keys)
+    assert summary["settings"]["ms3im_scales"] == M.ms3im_scales((96, 112)) == 4  # 2**3 * 11 <= 96
+    for key in keys:
+        t = squeeze_plane(store.read(key, "target")).astype(np.float64)
+        otsu = store.stats(key, "target")["otsu"]
+        fg = t >= otsu
+        gt = store.read_named(key, "labels:gt")
+        sel = (df["Metadata_Site"] == key.field)
+        for name in ("good", "hazy"):
+            p = squeeze_plane(store.read_named(key, f"prediction:{name}")).astype(np.float64)
+            assert p.ndim == 2
+            row = df[sel & (df["model"] == name)].iloc[0]
+            assert row["psnr"] == pytest.approx(M.psnr(t, p))
+            assert row["psnr_fg"] == pytest.approx(M.psnr_foreground(t, p, fg))
+            assert row["ssim"] == pytest.approx(M.ssim(t, p)) and np.isfinite(row["ssim"])
+            assert row["ssim_fg"] == pytest.approx(M.ssim_foreground(t, p, fg), nan_ok=True)
+            assert row["micro_ms3im"] == pytest.approx(M.micro_ms3im(t, p))
+            assert row["micro_ms3im_fg"] == pytest.approx(M.micro_ms3im_foreground(t, p, fg))
+            assert row["frc_um"] == pytest.approx(or_nan(M.frc_resolution, p, spacing=0.65),
+                                                  nan_ok=True)
+            assert row["frc_fg_um"] == pytest.approx(
+                or_nan(M.frc_resolution, p * M.soft_mask(fg), spacing=0.65), nan_ok=True)
+            assert row["frc_vs_target_um"] == pytest.approx(
+                or_nan(M.frc_resolution, p, t, spacing=0.65), nan_ok=True)
+            assert np.isnan(row["fsc_um"]) and np.isnan(row["fsc_z_um"])
+            assert row["bg_below_otsu"] == pytest.approx(np.mean(p[~fg] < otsu))
+            assert row["bg_spread"] == pytest.approx(p[~fg].std() / t[fg].mean())
+            lab = store.read_named(key, f"labels:seg-{name}")
+            ap = _ap(clear_xy_border(gt), clear_xy_border(lab), AP_THRESHOLDS)
+            assert row["ap50"] == pytest.approx(ap[0]) and row["ap_mean"] == pytest.approx(
+                ap.mean())
+            assert np.isnan(row["ap50_model"])  # no seg-<NAME>-model labels
+        assert df[sel & (df["model"] == "target")].iloc[0]["ap50"] == pytest.approx(1.0)
+    # the FRC curves were computed on the plane (a 3D call on a (1, Y, X) stack could not)
+    for name in ("target", "good", "hazy"):
+        c = summary["frc_curves"][name]["frc"]
+        assert len(c["freq"]) >= 4 and c["freq"][-1] == pytest.approx(1 / (2 * 0.65), rel=0.15)
+    assert summary["models"]["hazy"]["bg_spread"]["mean"] > summary["models"]["good"][
+        "bg_spread"]["mean"]
+    md = (out / "report.md").read_text()
+    for name in ("target", "good", "hazy"):
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {name} |"))
+        assert line.count("n/a (2D)") == 2  # FSC XY and Z: not defined, not "not resolved"
+    assert "All fields are 2D" in md and "Background spread" in md
+    with np.load(out / "slices.npz") as z:
+        assert "image__target__xy" in z.files and not any(f.endswith("__xz") for f in z.files)
+    assert (out / "slices.png").stat().st_size > 0

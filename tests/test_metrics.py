@@ -327,3 +327,109 @@ def test_frc_on_a_synthetic_field_and_a_noise_free_prediction():
     assert res == pytest.approx(frc.calculate_frc(noisy, target[z], bin_delta=5, spacing=[
         0.29, 0.29]).resolution["resolution"], rel=1e-9)
     assert 2 * 0.29 < res < 128 * 0.29 / 2
+
+
+# ----------------------------------------------------------------- 2D fields (one plane)
+@pytest.fixture
+def pair2d():
+    """A 2D field's plane as evaluate scores it (YX, squeezed once via core.dims)."""
+    rng = np.random.default_rng(11)
+    t = rng.normal(300, 60, (96, 80)).clip(0)
+    p = t + rng.normal(5, 25, t.shape)
+    mask = np.zeros(t.shape, bool)
+    mask[10:60, 8:50] = True
+    mask[30:34, 20:24] = False  # a hole: windows around it are out
+    return t, p, mask
+
+
+def _cubic():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import cubic.metrics as cm
+    return cm
+
+
+def test_2d_psnr_ssim_and_foreground_variants_equal_cubic(pair2d):
+    """On a plane: PSNR (+fg) and SSIM with a 2D 7x7 window, foreground SSIM in cubic's
+    definition (windows wholly inside the mask), all equal to cubic's."""
+    cm = _cubic()
+    t, p, mask = pair2d
+    r = t.max() - t.min()
+    assert M.psnr(t, p) == pytest.approx(cm.psnr(t, p, data_range=r), rel=1e-12)
+    assert M.psnr_foreground(t, p, mask) == pytest.approx(cm.psnr(t, p, data_range=r, mask=mask),
+                                                          rel=1e-12)
+    assert M.ssim(t, p) == pytest.approx(cm.ssim(t, p, data_range=r), rel=1e-12)
+    assert M.ssim(t, p) == pytest.approx(structural_similarity(t, p, data_range=r, win_size=7),
+                                         rel=1e-12)
+    ref = cm.ssim(t, p, data_range=r, mask=mask)
+    assert np.isfinite(ref)
+    assert M.ssim_foreground(t, p, mask, data_range=r) == pytest.approx(ref, rel=1e-9)
+    # a (1, Y, X) stack would be a 3D field one plane deep: evaluate squeezes it first, the
+    # 3D window cannot fit it
+    with pytest.raises(ValueError, match="too small for SSIM"):
+        M.ssim(t[None], p[None])
+
+
+def test_2d_micro_ssim_and_ms3im_equal_microssim(pair2d):
+    """MicroSSIM / MicroMS3IM fitted and scored on the one plane, as juglab's microssim does
+    with a 2D image; the MS-SSIM scales are those that fit 80 px (3: 2**2 * 11 <= 80)."""
+    from microssim import MicroMS3IM, MicroSSIM
+
+    t, p, mask = pair2d
+    ref = MicroSSIM()
+    ref.fit(t, p)
+    assert M.micro_ssim(t, p) == pytest.approx(float(ref.score(t, p)), abs=1e-5)
+    assert M.ms3im_scales(t.shape) == 3
+    ref = MicroMS3IM()
+    ref.fit(t, p)
+    betas = M._ms_betas(t.shape)
+    assert M.micro_ms3im(t, p) == pytest.approx(float(ref.score(t, p, betas=betas)), abs=1e-5)
+    # foreground: fitted on the plane, scored on the mask's bounding box (50 x 42 px: 2 scales)
+    box = M.foreground_box(mask)
+    assert box == (slice(10, 60), slice(8, 50))
+    fitted = _cubic().MicroMS3IM().fit(t, p)
+    expected = fitted.score(t[box], p[box], betas=M._ms_betas((50, 42)))
+    whole, fg = M.micro_ms3im_both(t, p, mask)
+    assert whole == pytest.approx(M.micro_ms3im(t, p))
+    assert fg == pytest.approx(float(expected))
+
+
+def test_2d_frc_and_foreground_frc_equal_cubic(pair2d):
+    """FRC of the plane and of the plane weighted by the soft foreground mask, as cubic
+    computes them on those images; FSC needs a volume."""
+    t, p, mask = pair2d
+    frc = cubic_frc()
+    for img in (p, p * M.soft_mask(mask)):
+        ref = frc.calculate_frc(img, None, bin_delta=5, spacing=[0.65, 0.65])
+        f, c, r = M.fourier_correlation(img, spacing=0.65)
+        np.testing.assert_allclose(c, ref.correlation["correlation"], rtol=1e-6)
+        assert r == pytest.approx(ref.resolution["resolution"], rel=1e-9, nan_ok=True)
+    ref = frc.calculate_frc(p, t, bin_delta=5, spacing=[0.65, 0.65])
+    assert M.frc_resolution(p, t, spacing=0.65) == pytest.approx(
+        ref.resolution["resolution"], rel=1e-9, nan_ok=True)
+    with pytest.raises(ValueError, match="3-D"):
+        M.fsc_resolution(p)
+
+
+@pytest.mark.parametrize("shape", [(6, 10, 12), (10, 12)])
+def test_background_spread_by_hand(shape):
+    """std of the prediction over the target's background / the target's foreground mean,
+    in 3D and 2D alike."""
+    rng = np.random.default_rng(4)
+    t = rng.uniform(0, 100, shape)
+    fg = t >= 60
+    p = t + rng.normal(0, 7, shape)
+    bg_vals = p[~fg]
+    mean = sum(bg_vals) / bg_vals.size
+    std = (sum((v - mean) ** 2 for v in bg_vals) / bg_vals.size) ** 0.5
+    fg_mean = sum(t[fg]) / fg.sum()
+    assert M.background_spread(t, p, fg) == pytest.approx(std / fg_mean, rel=1e-12)
+    # a flat background scores 0 at any level; a spread one scales with its spread
+    flat = np.where(fg, p, 42.0)
+    assert M.background_spread(t, flat, fg) == 0.0
+    assert M.background_spread(t, np.where(fg, p, 3 * p), fg) == pytest.approx(
+        3 * std / fg_mean, rel=1e-9)
+    assert np.isnan(M.background_spread(t, p, np.zeros(shape, bool)))
+    assert np.isnan(M.background_spread(t, p, np.ones(shape, bool)))

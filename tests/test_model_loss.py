@@ -174,7 +174,11 @@ def test_normalisation_and_foreground():
         assert foreground_mask(normalize(x, stats, mode, "target"), stats, mode).tolist() == [
             False, True, True]
     r = target_range([stats, {**stats, "p99_9": 500.0}], "spotlight")
-    assert r == {"raw_min": 60.0, "raw_max": 500.0, "norm_min": -4.0, "norm_max": 18.0}
+    assert r == {"raw_min": 60.0, "raw_max": 500.0, "norm_min": -4.0, "norm_max": 18.0,
+                 "norm_threshold": 0.0}
+    # fnet mode: the median of the per-field (otsu - mean) / std: 2, 3 and 7 -> 3
+    three = [stats, {**stats, "otsu": 160.0}, {**stats, "mean": 0.0}]
+    assert target_range(three, "fnet")["norm_threshold"] == 3.0
     np.testing.assert_allclose(denormalize_to_range(np.array([-4.0, 18.0]), r), [60, 500])
     with pytest.raises(ValueError, match="standard deviation"):
         normalize(x, {**stats, "std": 0.0}, "fnet", "signal")

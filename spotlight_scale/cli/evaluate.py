@@ -23,7 +23,10 @@ Labels: each prediction's labels come from --labels NAME=LABELS; without it,
 labels named seg-<NAME> are used when `segment` wrote them (and seg-target for
 --target-labels). Post-thresholding sweep: labels named <LABELS>-t<T> (from
 `segment --image prediction:NAME --threshold T --name <LABELS>-t<T>`) are
-found automatically; --sweep adds PSNR-only thresholds.
+found automatically; --sweep adds PSNR-only thresholds. AP at the model's own
+threshold: labels named <LABELS>-model (from `segment --image prediction:NAME
+--foreground model --name <LABELS>-model`) are found automatically and reported
+beside the AP of <LABELS> (Otsu recomputed on the prediction).
 Profiles: --profiles DIR reads DIR/target and DIR/<NAME> (`profile --out`),
 or give --profiles target=DIR --profiles NAME=DIR.
 \b

@@ -18,6 +18,9 @@ Examples:
   spotlight-scale segment store/ --image target --name seg-target --diameter 12
   # the paper's post-thresholding (evaluate finds labels named <LABELS>-t<T>):
   spotlight-scale segment store/ --image prediction:fnet --name seg-fnet-t500 --threshold 500
+  # the foreground at the level the model was trained to (evaluate finds <LABELS>-model):
+  spotlight-scale segment store/ --image prediction:spotlight --name seg-spotlight-model \
+      --foreground model
   spotlight-scale segment store/ --image target --name cp --method cellpose \\
       --cellpose-model /path/to/cellpose_model    # needs: pip install 'spotlight-scale[cellpose]'""")
 @store_argument
@@ -35,6 +38,11 @@ Examples:
               "the labels' attributes.")
 @click.option("--threshold", type=float, default=None,
               help="Zero intensities below T before segmenting (post-thresholding).")
+@click.option("--foreground", default="otsu", show_default=True, metavar="otsu|model|LEVEL",
+              help="Foreground level of the watershed: otsu (the recipe, Otsu on the "
+              "equalised image), model (the level the prediction's model was trained to put "
+              "the foreground boundary at; --image prediction:NAME only) or a number in image "
+              "units. Recorded in the labels' attributes and the segment marker.")
 @click.option("--cellpose-model", type=click.Path(path_type=Path, exists=True), default=None)
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all",
               show_default=True)
@@ -42,8 +50,8 @@ Examples:
 @shard_option
 @overwrite_option
 @on_error_option
-def segment(store, image, name, method, config_file, diameter, threshold, cellpose_model, split,
-            cluster, cluster_config, workers, shard, overwrite, on_error):
+def segment(store, image, name, method, config_file, diameter, threshold, foreground,
+            cellpose_model, split, cluster, cluster_config, workers, shard, overwrite, on_error):
     """Segment nuclei in IMAGE of every field of STORE into NGFF labels NAME."""
     from ..config import resolve_config
     from ..core.segment import WatershedConfig
@@ -54,6 +62,7 @@ def segment(store, image, name, method, config_file, diameter, threshold, cellpo
     res = run_segment(store, image=image, name=name, method=method, config=cfg,
                       threshold=threshold, cellpose_model=cellpose_model, split=split,
                       cluster=cluster, workers=workers, cluster_config=cluster_config,
-                      overwrite=overwrite, on_error=on_error, shard=shard)
+                      overwrite=overwrite, on_error=on_error, shard=shard,
+                      foreground=foreground)
     click.echo(f"segment {name}: {res['done']} field(s), {res['objects']} nuclei, "
                f"{res['skipped']} already done, {res['failed']} failed")

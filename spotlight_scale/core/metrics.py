@@ -118,6 +118,25 @@ def background_below(prediction, foreground, threshold: float) -> float:
     return float(np.mean(p[bg] < threshold))
 
 
+def background_spread(target, prediction, foreground) -> float:
+    """Spread of the prediction over the target's background, relative to the foreground.
+
+    ``std(prediction[~foreground]) / mean(target[foreground])``: how much a virtual stain
+    varies where the target is background (``target < otsu``), in units of the target's
+    mean foreground intensity. 0 for a flat background whatever its level (a constant
+    offset is PSNR's and ``background_below``'s business); F-net's structured haze raises
+    it. ``nan`` without background or foreground, or for a foreground mean of 0.
+    """
+    t, p = _pair(target, prediction)
+    fg = _mask(foreground, t.shape)
+    if fg.all() or not fg.any():
+        return float("nan")
+    fg_mean = float(t[fg].mean())
+    if fg_mean == 0:
+        return float("nan")
+    return float(p[~fg].std() / fg_mean)
+
+
 # --------------------------------------------------------------------------- SSIM
 def _auto_win(shape) -> int:
     """skimage's 7-voxel window, shrunk to the largest odd size that fits every axis."""
@@ -474,7 +493,8 @@ def threshold_below(image, threshold: float, *, fill: float = 0.0) -> np.ndarray
 
 
 __all__: Sequence[str] = (
-    "FRC_THRESHOLD", "data_range", "psnr", "psnr_foreground", "ssim", "ssim_map",
+    "FRC_THRESHOLD", "data_range", "psnr", "psnr_foreground", "background_below",
+    "background_spread", "ssim", "ssim_map",
     "ssim_foreground", "micro_ssim", "micro_ms3im", "micro_ms3im_foreground",
     "micro_ms3im_both", "ms3im_scales",
     "foreground_box", "fourier_correlation", "frc_resolution", "fsc_resolution", "soft_mask",

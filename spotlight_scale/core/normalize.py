@@ -55,6 +55,12 @@ def target_range(stats_list: Sequence[dict], mode: str) -> dict[str, float]:
     ``raw_min``/``raw_max`` are the smallest 0.1 and largest 99.9 percentile over
     the training fields; ``norm_min``/``norm_max`` are the same per-field
     percentiles in normalised units.
+
+    ``norm_threshold`` is the level, in normalised units, at which the model was trained
+    to put the foreground boundary (the target's Otsu threshold): exactly 0 in
+    ``spotlight`` mode; in ``fnet`` mode each field's ``(otsu - mean) / std`` differs, and
+    the *median* over the training fields is recorded (:data:`THRESHOLD_RULE`).
+    ``predict`` maps it into stored units for ``segment --foreground model``.
     """
     if not stats_list:
         raise ValueError("no training fields to take the target range from")
@@ -62,7 +68,16 @@ def target_range(stats_list: Sequence[dict], mode: str) -> dict[str, float]:
     hi = [normalize(np.float64(s["p99_9"]), s, mode, "target") for s in stats_list]
     return {"raw_min": float(min(s["p0_1"] for s in stats_list)),
             "raw_max": float(max(s["p99_9"] for s in stats_list)),
-            "norm_min": float(min(lo)), "norm_max": float(max(hi))}
+            "norm_min": float(min(lo)), "norm_max": float(max(hi)),
+            "norm_threshold": float(np.median([foreground_threshold(s, mode)
+                                               for s in stats_list]))}
+
+
+#: How ``norm_threshold`` was obtained, per normalisation mode (written with predictions).
+THRESHOLD_RULE = {
+    "spotlight": "0: the target is normalised around its Otsu threshold",
+    "fnet": "median over the training fields of (otsu - mean) / std",
+}
 
 
 def denormalize_to_range(y: Any, rng: dict) -> Any:

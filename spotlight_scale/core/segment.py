@@ -9,7 +9,8 @@ voxel size (um):
 3. rescale to [0, 1] between the 0.1 and 99.9 percentiles, then CLAHE
    (``equalize_adapthist``, tiles ``clahe_kernel`` diameters wide, ``clip_limit``);
 4. Gaussian smoothing (sigma ``smoothing`` diameters), Otsu threshold (times
-   ``threshold_correction``), fill holes (3D);
+   ``threshold_correction``), fill holes (3D); or, given a foreground ``level`` in image
+   units (``segment --foreground``), the smoothed image (no CLAHE) ``>= level``;
 5. Euclidean distance transform in um; seeds at its local maxima at least
    ``seed_distance`` diameters apart and ``seed_depth`` diameters deep;
 6. watershed of the negated distance from the seeds inside the mask;
@@ -204,7 +205,7 @@ def resolve_diameter(image, config: WatershedConfig, *, voxel_size,
 
 
 def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size,
-                     threshold: float | None = None):
+                     threshold: float | None = None, level: float | None = None):
     """Segment nuclei in a ZYX image; returns uint32 labels of the image's shape.
 
     Parameters
@@ -218,6 +219,11 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
         Voxel size in um: every size of the recipe is converted with it.
     threshold : float, optional
         Post-thresholding: intensities below it are zeroed first.
+    level : float, optional
+        Foreground level in the image's units (e.g. the level a model was trained to put
+        the foreground boundary at): replaces step 4's Otsu threshold. The mask is then
+        the smoothed (not equalised) downscaled image ``>= level``, without
+        ``threshold_correction`` (which corrects Otsu). Default: Otsu, the recipe.
     """
     cfg = config or WatershedConfig()
     cfg.validate()
@@ -246,10 +252,12 @@ def watershed_nuclei(image, config: WatershedConfig | None = None, *, voxel_size
         return xp.zeros(image.shape, xp.uint32)
     kernel = tuple(max(2, min(int(round(cfg.clahe_kernel * d / s)), n))
                    for s, n in zip(v, norm.shape))
-    eq = exposure.equalize_adapthist(norm, kernel_size=kernel, clip_limit=cfg.clip_limit)
+    # a given level is in image units: CLAHE (a local, nonlinear stretch for Otsu) is skipped
+    eq = (exposure.equalize_adapthist(norm, kernel_size=kernel, clip_limit=cfg.clip_limit)
+          if level is None else small)
     sigma = tuple(cfg.smoothing * d / s for s in v)
     smooth = ndi.gaussian_filter(eq, sigma) if cfg.smoothing > 0 else eq
-    t = filters.threshold_otsu(smooth) * cfg.threshold_correction
+    t = filters.threshold_otsu(smooth) * cfg.threshold_correction if level is None else level
     mask = ndi.binary_fill_holes(smooth >= t)
     if not mask.any():
         return xp.zeros(image.shape, xp.uint32)

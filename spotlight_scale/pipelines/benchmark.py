@@ -136,6 +136,10 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
         for name in models:
             segment(store.root, image=f"prediction:{name}", name=f"seg-{name}", split="test",
                     cluster=addr, overwrite=True, progress_stream=progress_stream)
+            # the AP at the model's own threshold too (evaluate finds <LABELS>-model)
+            segment(store.root, image=f"prediction:{name}", name=f"seg-{name}-model",
+                    foreground="model", split="test", cluster=addr, overwrite=True,
+                    progress_stream=progress_stream)
             for f in b.thresholds:
                 t = round(f * otsu, 1)
                 segment(store.root, image=f"prediction:{name}", name=f"seg-{name}-t{t:g}",
@@ -171,7 +175,8 @@ CRITERIA = (
 SEED_METRICS = (
     ("psnr", "PSNR (dB)"), ("psnr_fg", "PSNR fg (dB)"), ("ssim", "SSIM"),
     ("ssim_fg", "SSIM fg"), ("micro_ms3im", "MicroMS3IM"),
-    ("bg_below_otsu", "background below Otsu"), ("ap50", "AP@0.5"),
+    ("bg_below_otsu", "background below Otsu"), ("bg_spread", "background spread"),
+    ("ap50", "AP@0.5"), ("ap50_model", "AP@0.5, model threshold"),
     ("ap_mean_50_90", "AP, mean IoU 0.5-0.9"), ("n_pred", "nuclei found"),
     ("n_gt", "true nuclei"), ("cosine_nuclei_median", "cosine distance"),
 )

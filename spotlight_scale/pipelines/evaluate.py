@@ -17,9 +17,14 @@ computes, per model (each prediction, plus ``target`` as the reference row):
   prediction has no independent noise between checkerboard halves, so its
   single-image FRC is usually not resolved). The FRC curves are kept for the
   report;
+- **background**: the fraction of the target's background (``target < otsu``) the
+  prediction puts below Otsu, and its spread there: s.d. of the prediction over the
+  target's background / the target's foreground mean (``bg_spread``);
 - **segmentation level**: average precision at IoU 0.50..0.95 of each model's
   labels against the ground truth (``labels:gt``), with
-  :mod:`spotlight_scale.core.matching`. Objects touching the XY border of the field
+  :mod:`spotlight_scale.core.matching`; and, where labels named ``<LABELS>-model``
+  exist (``segment --foreground model``: the model's own foreground threshold instead
+  of Otsu recomputed on the prediction), their AP (``ap50_model``, ``ap_mean_model``). Objects touching the XY border of the field
   (cut by the field of view) are dropped from *both* sides first, as the
   segmentation recipe drops its own (:func:`spotlight_scale.core.segment.clear_xy_border`);
 - **post-thresholding sweep** (paper Fig. 3b): PSNR of each prediction with the
@@ -29,6 +34,12 @@ computes, per model (each prediction, plus ``target`` as the reference row):
   labels, used in the driver for the **feature level**: cosine distance between
   target and prediction profiles (``profile`` datasets) per matched nucleus and
   per well.
+
+**2D fields** (one z plane; :mod:`spotlight_scale.core.dims`) are decided once per
+field: the images are squeezed to their YX plane, so SSIM uses 2D windows and MicroMS3IM
+and FRC are computed on the plane; the FSC needs a volume and is ``nan`` (the report
+says "n/a (2D)"); the labels keep their stored (1, Y, X) shape for the AP. The table's
+``planar`` column says which fields were 2D.
 
 Outputs in ``REPORT_DIR``: ``metrics.parquet`` (table ``metrics``: one row per
 field and model), ``summary.json`` (per-model means, per-well feature distances,
@@ -77,14 +88,18 @@ SUMMARY_VERSION = 1
 #: ``fsc_um`` is the XY resolution of the FSC, ``fsc_z_um`` its Z resolution.
 PIXEL_METRICS = ("psnr", "psnr_fg", "ssim", "ssim_fg", "micro_ms3im", "micro_ms3im_fg",
                  "frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um",
-                 "bg_below_otsu")
+                 "bg_below_otsu", "bg_spread")
 #: Resolution columns: NaN means "not resolved at this sampling".
 RESOLUTION_METRICS = ("frc_um", "frc_fg_um", "fsc_um", "fsc_z_um", "frc_vs_target_um")
 #: How objects cut by the field of view are treated in the AP (both sides alike).
 AP_BORDER_RULE = ("objects touching the XY border of the field are dropped from the ground "
                   "truth and from the segmentation before matching, as the watershed recipe "
                   "drops its own")
-SEG_METRICS = ("ap_mean", *AP_COLUMNS, "n_gt", "n_pred")
+#: ``*_model``: the AP of the labels segmented at the model's own foreground threshold
+#: (``segment --foreground model``), found by name: ``<LABELS>-model``.
+SEG_METRICS = ("ap_mean", *AP_COLUMNS, "n_gt", "n_pred", "ap50_model", "ap_mean_model")
+#: Suffix of the labels segmented at the model's threshold (``<LABELS>-model``).
+MODEL_LABELS_SUFFIX = "-model"
 FEATURE_METRICS = ("n_matched", "cosine_nuclei_median")
 #: Profile feature names that say *where* a nucleus is, not what it looks like:
 #: left out of the cosine distance (matched nuclei share them by construction).
@@ -100,6 +115,11 @@ _MOMENTS = re.compile(r"_(SpatialMoment|CentralMoment|NormalizedMoment|HuMoment|
 def threshold_label_name(labels: str, threshold: float) -> str:
     """Labels name of ``labels`` re-segmented after post-thresholding at ``threshold``."""
     return f"{labels}-t{threshold:g}"
+
+
+def model_label_name(labels: str) -> str:
+    """Labels name of ``labels``' image segmented at its model's foreground threshold."""
+    return f"{labels}{MODEL_LABELS_SUFFIX}"
 
 
 def _discover_thresholds(labels: str, segment_names: Sequence[str]) -> list[float]:
@@ -181,6 +201,23 @@ def build_plan(store: Store, predictions: Sequence[str], *, gt_labels: str = "gt
         raise StoreError(f"{store.root}: no target labels named {target_labels!r} "
                          f"(segment wrote {seg_names})")
 
+    # labels segmented at the model's own threshold: <labels>-model, by convention; they
+    # must say so in their markers (segment --foreground model)
+    model_labels = {}
+    for p in predictions:
+        name = model_label_name(labels[p]) if p in labels else None
+        if name is None or name not in seg_names:
+            continue
+        for k in keep:
+            mark = store.is_done("segment", k, name) or {}
+            if mark and mark.get("foreground") != "model":
+                raise StoreError(f"{store.root}: labels {name!r} of field {k} were segmented "
+                                 f"with foreground {mark.get('foreground', 'otsu')!r}, not at "
+                                 f"the model's threshold; evaluate reads <LABELS>-model as the "
+                                 "labels of `segment --foreground model`: rename them or "
+                                 "segment again with --foreground model")
+        model_labels[p] = name
+
     # sweep thresholds: given, or found as <labels>-t<T> label names
     # (every prediction is scored at every threshold: PSNR always, AP where labels exist)
     found = {float(t) for t in (sweep or ())}
@@ -203,6 +240,7 @@ def build_plan(store: Store, predictions: Sequence[str], *, gt_labels: str = "gt
     plan = {
         "store": str(store.root), "split": split, "predictions": predictions,
         "fields": [k.id for k in keep], "gt_labels": gt_labels, "labels": labels,
+        "model_labels": model_labels,
         "target_labels": target_labels, "bin_delta": float(bin_delta),
         "thresholds": thresholds, "ap_thresholds": list(AP_THRESHOLDS),
         "hist_edges": np.linspace(tmin, tmax, HIST_BINS + 1).tolist(),
@@ -216,7 +254,8 @@ def _input_markers(store: Store, key: FieldKey, plan) -> dict:
     out = {"ingest": store.is_done("ingest", key)}
     for p in plan["predictions"]:
         out[f"predict/{p}"] = store.is_done("predict", key, p)
-    names = list(plan["labels"].values()) + [plan["target_labels"]]
+    names = (list(plan["labels"].values()) + list(plan.get("model_labels", {}).values())
+             + [plan["target_labels"]])
     for p, ts in plan["thresholds"].items():
         if p in plan["labels"]:
             names += [threshold_label_name(plan["labels"][p], t) for t in ts]
@@ -302,23 +341,31 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
     """
     from ..core import metrics as M
 
+    from ..core import dims
+
     store = Store(store_root)
     key = FieldKey.from_id(field_id)
     meta = store.field_meta(key)
-    vz, vy, vx = store.voxel_size(key)
     otsu = float(store.stats(key, "target")["otsu"])
-    target = store.read(key, "target").astype(np.float64)
+    stored = store.read(key, "target")
+    # 2D or 3D, decided once for the field (core.dims): a 2D field's images are scored as
+    # YX planes (2D SSIM windows, MicroSSIM and FRC on the plane; FSC needs a volume: NaN);
+    # labels stay as stored (1, Y, X), which the AP and the border rule treat alike
+    planar = dims.is_planar(stored.shape)
+    vy, vx = dims.spatial_spacing(stored.shape, store.voxel_size(key))[-2:]
+    target = dims.squeeze_plane(stored).astype(np.float64)
     fg = target >= otsu
     rng = float(target.max() - target.min())
-    z_show = int(np.argmax(fg.sum(axis=(1, 2))))
+    z_show = 0 if planar else int(np.argmax(fg.sum(axis=(1, 2))))
+    plane = (lambda img: img) if planar else (lambda img: img[z_show])
     bd = plan["bin_delta"]
     thr = plan["ap_thresholds"]
     edges = np.asarray(plan["hist_edges"])
     gt = _read_labels(store, key, plan["gt_labels"], gt=True) if meta.get("has_gt", True) else None
     tlab = _read_labels(store, key, plan["target_labels"])
-    base = {**key_columns(key), "split": meta.get("split", "")}
+    base = {**key_columns(key), "split": meta.get("split", ""), "planar": bool(planar)}
 
-    fg_weight = M.soft_mask(fg[z_show])
+    fg_weight = M.soft_mask(plane(fg))
     curves: dict[str, dict] = {}
 
     def frc(name, img, img2=None, key="frc"):
@@ -330,26 +377,37 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
         curves.setdefault(name, {})[key] = {"freq": f.tolist(), "corr": c.tolist()}
         return r
 
-    def resolution(name, img):
+    def fsc(img):
+        if planar:  # a Fourier *shell* correlation is not defined for a single plane
+            return float("nan"), float("nan")
         try:
-            fsc_xy, fsc_z = M.fsc_resolution(img, bin_delta=bd, spacing=(vz, vy, vx))
+            return M.fsc_resolution(img, bin_delta=bd, spacing=store.voxel_size(key))
         except ValueError as exc:
             log.debug("FSC skipped: %s", exc)
-            fsc_xy = fsc_z = float("nan")
-        return {"frc_um": frc(name, img[z_show]),
-                "frc_fg_um": frc(name, img[z_show] * fg_weight, key="frc_fg"),
+            return float("nan"), float("nan")
+
+    def resolution(name, img):
+        fsc_xy, fsc_z = fsc(img)
+        return {"frc_um": frc(name, plane(img)),
+                "frc_fg_um": frc(name, plane(img) * fg_weight, key="frc_fg"),
                 "fsc_um": fsc_xy, "fsc_z_um": fsc_z}
 
-    def seg(lab):
+    def ap(lab):
+        a = _ap(gt, lab, thr)
+        return a, float(np.mean(a))
+
+    def seg(lab, model_lab=None):
         from ..core.segment import clear_xy_border
 
-        out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean")}
+        out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean", "ap50_model", "ap_mean_model")}
         out["n_gt"] = _nobj(clear_xy_border(gt)) if gt is not None else 0
         out["n_pred"] = _nobj(clear_xy_border(lab)) if lab is not None else 0
         if gt is not None and lab is not None:
-            ap = _ap(gt, lab, thr)
-            out.update({c: float(v) for c, v in zip(AP_COLUMNS, ap)})
-            out["ap_mean"] = float(np.mean(ap))
+            a, out["ap_mean"] = ap(lab)
+            out.update({c: float(v) for c, v in zip(AP_COLUMNS, a)})
+        if gt is not None and model_lab is not None:
+            a, out["ap_mean_model"] = ap(model_lab)
+            out["ap50_model"] = float(a[0])
         return out
 
     rows = [{**base, "model": TARGET, "labels": plan["target_labels"] or "",
@@ -358,22 +416,24 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
     hist = {TARGET: _hist(target, edges)}
     sweep, matches = [], {}
     for name in plan["predictions"]:
-        pred = store.read_named(key, f"prediction:{name}").astype(np.float64)
+        pred = dims.squeeze_plane(store.read_named(key, f"prediction:{name}")).astype(np.float64)
         if pred.shape != target.shape:
             raise StoreError(f"field {key}: prediction {name!r} {pred.shape} and target "
                              f"{target.shape} differ in shape")
         labels_name = plan["labels"].get(name)
         plab = _read_labels(store, key, labels_name)
+        mlab = _read_labels(store, key, plan.get("model_labels", {}).get(name))
         row = {**base, "model": name, "labels": labels_name or "",
                "psnr": M.psnr(target, pred, data_range=rng),
                "psnr_fg": M.psnr_foreground(target, pred, fg, data_range=rng),
                "bg_below_otsu": M.background_below(pred, fg, otsu),
+               "bg_spread": M.background_spread(target, pred, fg),
                "ssim": _safe(M.ssim, target, pred, data_range=rng),
                "ssim_fg": _safe(M.ssim_foreground, target, pred, fg, data_range=rng),
                **dict(zip(("micro_ms3im", "micro_ms3im_fg"), _micro_both(target, pred, fg))),
                **resolution(name, pred),
-               "frc_vs_target_um": frc(name, pred[z_show], target[z_show], key="vs_target"),
-               **seg(plab),
+               "frc_vs_target_um": frc(name, plane(pred), plane(target), key="vs_target"),
+               **seg(plab, mlab),
                "n_matched": 0, "cosine_nuclei_median": float("nan")}
         if tlab is not None and plab is not None:
             ia, ib = _match(tlab, plab, MATCH_IOU)
@@ -389,8 +449,8 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
             if labels_name is not None and gt is not None:
                 tname = threshold_label_name(labels_name, t)
                 if store.is_done("segment", key, tname):
-                    ap = _ap(gt, store.read_named(key, f"labels:{tname}"), thr)
-                    srow["ap50"], srow["ap_mean"] = float(ap[0]), float(np.mean(ap))
+                    a, srow["ap_mean"] = ap(store.read_named(key, f"labels:{tname}"))
+                    srow["ap50"] = float(a[0])
             sweep.append(srow)
     return {"field": field_id, "rows": rows, "sweep": sweep, "hist": hist, "matches": matches,
             "curves": curves}
@@ -580,10 +640,14 @@ def _finite_or_none(obj):
 
 
 def _save_slices(store: Store, plan: dict, path: Path) -> None:
-    """XY and XZ slices of the first evaluated field (signal, target, predictions, labels)."""
+    """XY and XZ slices of the first evaluated field (signal, target, predictions, labels);
+    a 2D field has its plane only (no XZ)."""
+    from ..core.dims import is_planar
+
     key = FieldKey.from_id(plan["fields"][0])
     otsu = store.stats(key, "target")["otsu"]
     target = store.read(key, "target")
+    planar = is_planar(target.shape)
     fg = target >= otsu
     z = int(np.argmax(fg.sum(axis=(1, 2))))
     y = int(np.argmax(fg[z].sum(axis=1)))
@@ -591,7 +655,8 @@ def _save_slices(store: Store, plan: dict, path: Path) -> None:
 
     def put(name, vol):
         arrays[f"{name}__xy"] = np.asarray(vol[z])
-        arrays[f"{name}__xz"] = np.asarray(vol[:, y, :])
+        if not planar:
+            arrays[f"{name}__xz"] = np.asarray(vol[:, y, :])
 
     put("image__signal", store.read(key, "signal"))
     put(f"image__{TARGET}", target)
@@ -607,7 +672,7 @@ def _save_slices(store: Store, plan: dict, path: Path) -> None:
         except StoreError:
             pass
     meta = {"field": key.id, "z": z, "y": y, "voxel_size_um": list(store.voxel_size(key)),
-            "otsu": float(otsu)}
+            "otsu": float(otsu), "planar": bool(planar)}
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
     tmp.replace(path)
@@ -731,6 +796,7 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
 
     for c in (SITE, "n_gt", "n_pred", "n_matched"):
         df[c] = df[c].astype(np.int64)
+    df["planar"] = df["planar"].astype(bool)
     write_table(df, out / "metrics.parquet", "metrics", predictions=plan["predictions"],
                 split=split, store=str(store.root))
 
@@ -753,12 +819,14 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
         "store": str(store.root), "split": split, "predictions": plan["predictions"],
         "fields": plan["fields"], "n_fields": len(plan["fields"]),
         "gt_labels": gt_labels, "labels": plan["labels"],
-        "target_labels": plan["target_labels"],
+        "model_labels": plan["model_labels"], "target_labels": plan["target_labels"],
         "profiles": {k: str(v) for k, v in prof_paths.items()}, "features": features,
         "settings": {"bin_delta": plan["bin_delta"], "ap_thresholds": list(AP_THRESHOLDS),
                      "match_iou": MATCH_IOU, "frc_threshold": 1 / 7,
                      "ap_border": AP_BORDER_RULE, "ms3im_scales": _ms3im_scales(store, plan),
-                     "resolution_metrics": list(RESOLUTION_METRICS)},
+                     "resolution_metrics": list(RESOLUTION_METRICS),
+                     # 2D fields (one z plane): FSC is not defined there (NaN)
+                     "n_planar": int(df.loc[df["model"] == TARGET, "planar"].sum())},
         "frc_curves": curves,
         "models": _summarise(df, models),
         "wells": wells,

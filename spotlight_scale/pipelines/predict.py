@@ -117,12 +117,24 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
                                    "normalization": meta["normalization"], "loss": meta["loss"],
                                    "iteration": meta["iteration"],
                                    "target_range": meta["target_range"],
-                                   "train_config": meta["train_config"]},
+                                   "train_config": meta["train_config"],
+                                   **foreground_threshold_attrs(rng, mode)},
         "tile": list(tile), "overlap": list(overlap), "margin": list(plan.margin),
         "tiles": list(plan.counts)}
     store.mark_done("predict", key, {"model_sha256": sha, "model_path": str(model_path),
                                      "inputs": inputs}, name=name)
     return {"field": key.id, "voxels": int(np.prod(shape)), **stream}
+
+
+def foreground_threshold_attrs(rng: dict, mode: str) -> dict[str, Any]:
+    """The model's foreground threshold in stored (rescaled) units, for the prediction's
+    attributes (``segment --foreground model`` reads it); ``None`` for a model file written
+    before it recorded ``norm_threshold``."""
+    from ..core.normalize import THRESHOLD_RULE, denormalize_to_range
+
+    t = rng.get("norm_threshold")
+    return {"foreground_threshold": None if t is None else float(denormalize_to_range(t, rng)),
+            "foreground_threshold_rule": None if t is None else THRESHOLD_RULE.get(mode)}
 
 
 def finalize_predictions(store: Store, name: str) -> None:

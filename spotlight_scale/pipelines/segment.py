@@ -15,6 +15,13 @@ field's target, the real nuclear stain, whichever image is segmented
 :mod:`spotlight_scale.core.dims`) is segmented in 2D and its labels stored (1, Y, X). The diameter
 used, and whether it was estimated, is written into the labels group's attributes
 (key ``spotlight_scale_segmentation``) and into the ``segment`` marker.
+
+The foreground level of the watershed (``foreground``): ``otsu`` (the recipe: Otsu on
+the equalised image), ``model`` (the level the prediction's model was trained to put the
+foreground boundary at, in stored units, read from the prediction's attributes: only for
+``prediction:NAME``) or a number in image units; the choice and the level used are
+recorded in the labels' attributes and the marker (keys ``foreground``,
+``foreground_level``).
 """
 
 from __future__ import annotations
@@ -37,16 +44,46 @@ log = logging.getLogger(__name__)
 
 #: Attribute of ``labels/<NAME>`` with the segmentation settings that made it.
 SEGMENTATION_ATTR = "spotlight_scale_segmentation"
+FOREGROUND_CHOICES = ("otsu", "model")
+
+
+def parse_foreground(value) -> str | float:
+    """``otsu``, ``model`` or a finite number (the ``--foreground`` option)."""
+    if isinstance(value, str) and value.strip().lower() in FOREGROUND_CHOICES:
+        return value.strip().lower()
+    try:
+        level = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"--foreground {value!r}: expected otsu, model or a number "
+                         "(image units)") from None
+    if not np.isfinite(level):
+        raise ValueError(f"--foreground {value!r}: the level must be finite")
+    return level
+
+
+def model_foreground_level(store: Store, key: FieldKey, prediction: str) -> float:
+    """The foreground threshold (stored units) of the model that made ``prediction`` of
+    ``key``, from the prediction's attributes; a clear error when its model file did not
+    record one (written before it did)."""
+    attrs = dict(store.open_field(key, prediction=prediction).attrs).get("spotlight_scale") or {}
+    model = attrs.get("model") or {}
+    level = model.get("foreground_threshold")
+    if level is None:
+        raise ValueError(f"field {key}: prediction {prediction!r} was made with model file "
+                         f"{model.get('path', '(unknown)')}, which records no foreground "
+                         "threshold (written before model files did); train it again, or give "
+                         "--foreground otsu or a number")
+    return float(level)
 
 
 def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, threshold,
-                   cellpose_model, voxel_size):
+                   cellpose_model, voxel_size, level=None):
     from .. import backend
 
     if method == "watershed":
         x = backend.to_device(image, "auto")
         return backend.to_host(watershed_nuclei(x, cfg, voxel_size=voxel_size,
-                                                threshold=threshold))
+                                                threshold=threshold, level=level))
     if method == "cellpose":
         try:
             from cellpose import models
@@ -65,7 +102,8 @@ def _segment_array(image: np.ndarray, method: str, cfg: WatershedConfig, thresho
 
 def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, method: str,
                   cfg: WatershedConfig, threshold, cellpose_model, fingerprint: str,
-                  max_voxels: int, chunk_overlap: int = 32) -> dict[str, Any]:
+                  max_voxels: int, chunk_overlap: int = 32,
+                  foreground: str | float = "otsu") -> dict[str, Any]:
     """Segment one field and write its labels (runs on a worker)."""
     from ..chunked.labels import segment_chunked
     from ..core.features import label_properties
@@ -77,6 +115,10 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
     data = store.read_named(key, image)
     voxel = store.voxel_size(key)
     info: dict[str, Any] = {"method": method, "image": image, "voxel_size_um": list(voxel)}
+    level = (None if foreground == "otsu" else model_foreground_level(store, key, image.partition(":")[2])
+             if foreground == "model" else float(foreground))
+    info.update(foreground=foreground if isinstance(foreground, str) else "value",
+                foreground_level=level)
     if method == "watershed":
         # One diameter for the whole field, blocks included, measured on the field's real
         # nuclear stain (the target) whichever image is segmented: the labels of a
@@ -91,7 +133,7 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
                     diameter_estimated=bool(estimated),
                     diameter_source="target" if estimated else "given",
                     config=dataclasses.asdict(cfg))
-    run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model, voxel)
+    run = lambda x: _segment_array(x, method, cfg, threshold, cellpose_model, voxel, level)
     if data.size > max_voxels:
         side = max(64, int(round((max_voxels / data.shape[0]) ** 0.5)))
         labels = segment_chunked(data, run, (data.shape[0], side, side),
@@ -116,7 +158,9 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
     n = int(np.unique(labels[labels > 0]).size)
     store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
                                      "n_objects": n, "inputs": inputs,
-                                     "diameter_um": info.get("diameter_um")}, name=name)
+                                     "diameter_um": info.get("diameter_um"),
+                                     "foreground": info["foreground"],
+                                     "foreground_level": level}, name=name)
     return {"field": key.id, "n_objects": n}
 
 
@@ -125,8 +169,12 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
             cellpose_model=None, split: str = "all", cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
             max_voxels: int = 256 * 1024 * 1024, on_error: str = "fail",
-            shard: tuple[int, int] | None = None, progress_stream=sys.stderr) -> dict[str, Any]:
+            shard: tuple[int, int] | None = None, progress_stream=sys.stderr,
+            foreground: str | float = "otsu") -> dict[str, Any]:
     """Segment ``image`` of every selected field into labels ``name``.
+
+    ``foreground``: ``otsu`` (the recipe), ``model`` (the prediction's model threshold,
+    ``image`` must be ``prediction:NAME``) or a level in image units (see module notes).
 
     A field is redone when its labels are missing or were made from an image
     that has since changed (re-ingested, or predicted again by another model).
@@ -158,7 +206,19 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
             raise StoreError(f"{store.root}: prediction {pname!r} missing for {len(missing)} "
                              f"field(s), e.g. {missing[0]}; run predict --name {pname} first "
                              "(or choose --split)")
+    foreground = parse_foreground(foreground)
+    if foreground != "otsu" and method != "watershed":
+        raise ValueError(f"--foreground {foreground}: only the watershed recipe has a "
+                         f"foreground threshold to replace (not --method {method})")
+    if foreground == "model":
+        if kind != "prediction":
+            raise ValueError(f"--foreground model needs --image prediction:NAME (the level is "
+                             f"the prediction's model's), not {image!r}")
+        for k in keys:  # fail before any work when a model file recorded no threshold
+            model_foreground_level(store, k, pname)
     fp = hashlib.sha256(json.dumps({"image": image, "method": method, "threshold": threshold,
+                                    **({} if foreground == "otsu" else
+                                       {"foreground": foreground}),
                                     "cfg": dataclasses.asdict(cfg),
                                     "model": str(cellpose_model)}, sort_keys=True).encode()
                         ).hexdigest()[:16]
@@ -194,7 +254,8 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
                 todo, lambda client, k: client.submit(
                     segment_field, str(store.root), k, image, name, method=method, cfg=cfg,
                     threshold=threshold, cellpose_model=cellpose_model, fingerprint=fp,
-                    max_voxels=max_voxels, pure=False, key=f"segment-{name}-{k.id}-{fp}"),
+                    max_voxels=max_voxels, foreground=foreground, pure=False,
+                    key=f"segment-{name}-{k.id}-{fp}"),
                 stage=f"segment {name!r}", desc=f"segment {name}", on_error=on_error,
                 cluster=cluster, workers=workers, cluster_config=cluster_config,
                 progress_stream=progress_stream, total=("n_objects", "nuclei"))
