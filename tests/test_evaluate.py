@@ -301,8 +301,20 @@ def test_evaluate_cli_then_cache_then_overwrite(eval_store, tmp_path, monkeypatc
     kwargs = dict(labels={"good": "seg-good"}, profiles={"target": prof / "target",
                                                          "good": prof / "good"},
                   sweep=[250, 400], out=out, workers=1, report=False)
+    # the store's plate map (ingest --platemap) reaches the metrics table, no field redone
+    from spotlight_scale.io import platemap as PM
+    from spotlight_scale.io.tables import read_table
+
+    pm = tmp_path / "pm.csv"
+    pm.write_text("well,Treatment\nB03,DMSO\nC04,drug\n")
+    PM.save(store, PM.load(pm, store.fields()))
     second = ev.evaluate(store, ["good"], **kwargs)
     assert second["models"] == first["models"] and second["wells"] == first["wells"]
+    metrics = read_table(out / "metrics.parquet", "metrics")
+    assert sorted(metrics.columns[:4]) == ["Metadata_Plate", "Metadata_Site",
+                                           "Metadata_Treatment", "Metadata_Well"]
+    assert (metrics["Metadata_Treatment"]
+            == metrics["Metadata_Well"].map({"B03": "DMSO", "C04": "drug"})).all()
     with pytest.raises(Exception, match="recomputed"):
         ev.evaluate(store, ["good"], overwrite=True, **kwargs)
     # a changed input (the prediction's marker) invalidates only that field's cache
