@@ -456,3 +456,34 @@ def test_profile_layout_1_is_refused_with_the_command_then_replaced(profiled, tm
     assert r.exit_code == 0, r.output
     assert not part.exists() and not (old / "wells.parquet").exists()
     assert len(read_profiles(old)) == sum(expect.values())
+
+
+def test_profile_layout_2_is_refused_with_the_command_then_replaced(profiled, tmp_path):
+    """Layout 2 (image-named intensities, nuclei schema 1, wells/ beside nuclei/): a read
+    names the layout and the command; --overwrite replaces it."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from spotlight_scale.io.profiles import read_profiles
+    from spotlight_scale.versioning import VersionError
+
+    store, out, args, expect = profiled
+    old = tmp_path / "old2"
+    shutil.copytree(out, old)
+    (old / "_wells").rename(old / "wells")
+    for part in (old / "nuclei").rglob("*.parquet"):
+        tab = pq.read_table(part)
+        meta = dict(tab.schema.metadata)
+        meta[b"spotlight_scale.schema_version"] = b"1"
+        pq.write_table(tab.replace_schema_metadata(meta), part)
+    with pytest.raises(VersionError, match=r"layout version 2.*--labels gt --image target"):
+        read_profiles(old)
+    args = ["profile", str(store.root), "--labels", "gt", "--out", str(old), "--workers", "1"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "layout version 2" in r.output and "--overwrite" in r.output
+    assert (old / "wells").exists()  # nothing lost without --overwrite
+    r = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert not (old / "wells").exists() and (old / "_wells" / "wells.parquet").exists()
+    assert len(read_profiles(old)) == sum(expect.values())
