@@ -487,3 +487,37 @@ def test_profile_layout_2_is_refused_with_the_command_then_replaced(profiled, tm
     assert r.exit_code == 0, r.output
     assert not (old / "wells").exists() and (old / "_wells" / "wells.parquet").exists()
     assert len(read_profiles(old)) == sum(expect.values())
+
+
+def test_readme_profiles_snippet_runs(make_store, tmp_path, monkeypatch):
+    """The README's Profiles section, as written: its `spotlight-scale profile` lines run
+    through the CLI, then its Python blocks run on what they wrote."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Profiles\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    commands = [line for lang, code in blocks if lang == "bash" for line in code.splitlines()
+                if line.startswith("spotlight-scale profile")]
+    python = [code for lang, code in blocks if lang == "python"]
+    assert len(commands) == 2 and len(python) == 2
+    store = make_store()  # tmp_path/store: P1/B03/0, P1/B03/1, P1/C04/0, P1/C04/1
+    rng = np.random.default_rng(2)
+    for k in store.fields():
+        t = store.read(k, "target").astype(np.float64)
+        add_prediction(store, k, "fnet", t + rng.normal(0, 20, t.shape))
+    (tmp_path / "platemap.csv").write_text("well,Treatment\nB03,DMSO\nC04,drug\n")
+    monkeypatch.chdir(tmp_path)
+    for cmd in commands:
+        r = CliRunner().invoke(cli, [*shlex.split(cmd)[1:], "--workers", "1"])
+        assert r.exit_code == 0, (cmd, r.output)
+    ns: dict = {}
+    for code in python:
+        exec(compile(code, "README.md", "exec"), ns)
+    nuclei, per_well = ns["nuclei"], ns["per_well"]
+    assert set(nuclei["Metadata_Source"]) == {"target", "prediction:fnet"}
+    assert nuclei["Metadata_Treatment"].notna().all()
+    assert len(ns["same"]) == len(nuclei) and len(per_well) == 4
+    assert list(ns["X"].columns) == [c for c in nuclei.columns if c.startswith("Nuclei_")]
+    assert ns["img"].dims == ("c", "z", "y", "x") and ns["gt"].dims == ("z", "y", "x")
