@@ -168,7 +168,8 @@ def resolve(platemap: pd.DataFrame, keys: Iterable, source: str = "plate map") -
     if missing:
         raise PlateMapError(source, [
             f"{len(missing)} well(s) of the screen are not in the plate map: "
-            f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"])
+            f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''} (add them: "
+            "ingest --platemap keeps a map in the store, profile --platemap gives one run's)"])
     extra = sorted(f"{p}/{w}" for p, w in have - set(screen))
     if extra:
         log.warning("%s: %d well(s) of the plate map are not in the screen (kept, unused): %s%s",
