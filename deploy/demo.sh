@@ -11,7 +11,9 @@ mkdir -p "$W"
 S="$W/store"
 echo "== spotlight-scale $(spotlight-scale --version | awk '{print $NF}') demo in $W =="
 spotlight-scale synth "$W/raw" --plate DEMO --wells 2 --fields 3 --seed 0
-spotlight-scale ingest "$W/raw/manifest.csv" "$S" --workers 2 --patch 16,32,32 --patch-stride 4,8,8
+printf 'well,Treatment\nB02,DMSO\nB03,drug\n' > "$W/platemap.csv"   # a plate map: every table gets it
+spotlight-scale ingest "$W/raw/manifest.csv" "$S" --workers 2 --patch 16,32,32 --patch-stride 4,8,8 \
+    --platemap "$W/platemap.csv" --stain DNA
 for m in mse spotlight; do
   name=$([ "$m" = mse ] && echo fnet || echo spotlight)
   spotlight-scale train "$S" "$W/runs/$name" --loss "$m" --depth 3 --channels 8 \

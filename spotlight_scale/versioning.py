@@ -20,8 +20,10 @@ TABLE_SCHEMAS = {
     "failures": 1,  # ingest rows that failed with --on-error skip
     "field_failures": 1,  # fields that failed in predict/segment/profile with --on-error skip
     "patches": 1,  # foreground patch index, one file per field
-    "nuclei": 1,  # per-nucleus profiles
-    "wells": 1,  # per-well aggregated profiles
+    "nuclei": 2,  # per-nucleus profiles (2: stain-named intensities, Metadata_Source,
+    #               Metadata_Labels, plate map columns, positions as Metadata_Nuclei_Location_*)
+    "wells": 2,  # per-well aggregated profiles (2: as nuclei 2)
+    "platemap": 1,  # the screen's plate map (ingest --platemap), keyed by plate and well
     "metrics": 2,  # per-field evaluation metrics (2: Metadata_ keys)
     "benchmark_seeds": 1,  # benchmark --seeds: per seed and model, metric means over fields
     "benchmark_curves": 1,  # benchmark --store: per field, model, seed and iteration

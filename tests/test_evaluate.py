@@ -52,7 +52,7 @@ def drop_label(labels, which):
 
 def profiles_of(store, keys, image_of, labels_name):
     """A tiny stand-in for `profile`: volume, mean intensity and location per nucleus
-    (intensity columns without their image name, as evaluate compares them)."""
+    (the same column names for every source, as the profile stage writes them)."""
     rows = []
     for key in keys:
         lab = store.read_named(key, f"labels:{labels_name}")
@@ -76,17 +76,18 @@ def profiles_of(store, keys, image_of, labels_name):
 
 
 def write_profiles(df, path, image):
-    """Write the dataset the way the profile stage lays it out (versioned files, intensity
-    columns named after the image measured)."""
+    """Write the dataset the way the profile stage lays it out (versioned files, the
+    measured image in Metadata_Source and the file metadata)."""
     from spotlight_scale.io.profiles import part_path
     from spotlight_scale.io.store import FieldKey
     from spotlight_scale.io.tables import write_table
 
-    df = df.rename(columns={c: f"{c}_{image}" for c in df.columns if "_Intensity_" in c})
+    df = df.copy()
+    df.insert(4, "Metadata_Source", image)
     for (plate, well, site), part in df.groupby(["Metadata_Plate", "Metadata_Well",
                                                  "Metadata_Site"]):
         write_table(part.reset_index(drop=True), part_path(path, FieldKey(plate, well, site)),
-                    "nuclei", image_name=image)
+                    "nuclei", image=image, stain="DNA")
 
 
 @pytest.fixture
@@ -112,7 +113,7 @@ def eval_store(make_store, tmp_path):
     labels = {"target": "seg-target", "good": "seg-good", "blurry": "seg-blurry"}
     frames = {m: profiles_of(store, test_keys, read[m], labels[m]) for m in read}
     for m, df in frames.items():
-        write_profiles(df, prof / m, m if m == "target" else f"prediction_{m}")
+        write_profiles(df, prof / m, m if m == "target" else f"prediction:{m}")
     return store, prof, frames
 
 
@@ -300,8 +301,20 @@ def test_evaluate_cli_then_cache_then_overwrite(eval_store, tmp_path, monkeypatc
     kwargs = dict(labels={"good": "seg-good"}, profiles={"target": prof / "target",
                                                          "good": prof / "good"},
                   sweep=[250, 400], out=out, workers=1, report=False)
+    # the store's plate map (ingest --platemap) reaches the metrics table, no field redone
+    from spotlight_scale.io import platemap as PM
+    from spotlight_scale.io.tables import read_table
+
+    pm = tmp_path / "pm.csv"
+    pm.write_text("well,Treatment\nB03,DMSO\nC04,drug\n")
+    PM.save(store, PM.load(pm, store.fields()))
     second = ev.evaluate(store, ["good"], **kwargs)
     assert second["models"] == first["models"] and second["wells"] == first["wells"]
+    metrics = read_table(out / "metrics.parquet", "metrics")
+    assert sorted(metrics.columns[:4]) == ["Metadata_Plate", "Metadata_Site",
+                                           "Metadata_Treatment", "Metadata_Well"]
+    assert (metrics["Metadata_Treatment"]
+            == metrics["Metadata_Well"].map({"B03": "DMSO", "C04": "drug"})).all()
     with pytest.raises(Exception, match="recomputed"):
         ev.evaluate(store, ["good"], overwrite=True, **kwargs)
     # a changed input (the prediction's marker) invalidates only that field's cache

@@ -95,7 +95,7 @@ def test_damaged_chunk_is_named_and_skippable(make_store, make_model_file, tmp_p
     r = runner.invoke(cli, ["profile", str(store.root), "--labels", "gt", "--out", str(out),
                             "--cluster", cluster, "--on-error", "skip"])
     assert r.exit_code == 0 and "1 failed" in r.output, r.output
-    assert read_table(out / "failures.parquet", "field_failures")["field"].tolist() == [1]
+    assert read_table(out / "_failures.parquet", "field_failures")["field"].tolist() == [1]
 
     # predict reads the signal: damage it too
     sig = store.field_url(bad) / "s0" / "c" / "0" / "1" / "0" / "0"

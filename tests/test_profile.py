@@ -165,15 +165,15 @@ def test_profile_layout_read_by_pandas_pyarrow_duckdb(profiled, tmp_path):
         f"SELECT Metadata_Well AS w, count(*) AS n FROM read_parquet('{out}/nuclei/**/*.parquet',"
         " hive_partitioning=true) GROUP BY 1 ORDER BY 1").df()
     assert dict(zip(got["w"], got["n"])) == expect
-    wells = pd.read_parquet(out / "wells")
+    wells = pd.read_parquet(out / "_wells")
     assert dict(zip(wells["Metadata_Well"], wells["Metadata_Object_Count"])) == expect
     assert con.execute(f"SELECT sum(Metadata_Object_Count) FROM read_parquet("
-                       f"'{out}/wells/**/*.parquet', hive_partitioning=true)").fetchone()[0] == n
+                       f"'{out}/_wells/*.parquet', hive_partitioning=true)").fetchone()[0] == n
     # units travel with the data
     schema = pq.read_schema(next((out / "nuclei").rglob("*.parquet")))
     assert schema.field("Nuclei_Shape3D_MeshVolume").metadata[b"unit"] == b"um^3"
     assert schema.field("Nuclei_AreaShape_Volume").metadata[b"unit"] == b"voxel^3"
-    assert pq.read_schema(out / "wells" / "wells.parquet").field(
+    assert pq.read_schema(out / "_wells" / "wells.parquet").field(
         "Nuclei_Shape3D_SurfaceArea").metadata[b"unit"] == b"um^2"
     # the nuclei are the ground truth's: labels and volumes match the store
     key = store.fields()[0]
@@ -190,32 +190,243 @@ def test_profile_layout_read_by_pandas_pyarrow_duckdb(profiled, tmp_path):
 
 
 def test_pycytominer_without_glue(profiled, tmp_path):
-    from pycytominer import aggregate, annotate, feature_select, normalize
+    """Positions, object numbers and sites are metadata: pycytominer infers morphology
+    only, and its per-well aggregate is our wells table."""
+    from pycytominer import aggregate, feature_select, normalize
+    from pycytominer.cyto_utils import infer_cp_features
+
+    from spotlight_scale.io.profiles import well_strata
 
     store, out, _, expect = profiled
     df = pd.read_parquet(out / "nuclei")
-    agg = aggregate(df, strata=["Metadata_Plate", "Metadata_Well"], features="infer",
-                    operation="median", compute_object_count=True)
+    feats = infer_cp_features(df)
+    meta = infer_cp_features(df, metadata=True)
+    assert feats == [c for c in df.columns if c.startswith("Nuclei_")]
+    assert sorted(feats + meta) == sorted(df.columns)  # every column is one or the other
+    assert not [c for c in feats if "Location" in c or "ObjectNumber" in c or "Site" in c]
+    assert {"Metadata_Site", "Metadata_ObjectNumber", "Metadata_Nuclei_Location_Center_X",
+            "Metadata_Nuclei_Location_MaxIntensity_X_DNA"} <= set(meta)
+    assert df["Metadata_Source"].unique().tolist() == ["target"]
+    assert df["Metadata_Labels"].unique().tolist() == ["gt"]
+    strata = well_strata(df.columns)
+    assert strata == ["Metadata_Plate", "Metadata_Well", "Metadata_Source", "Metadata_Labels"]
+    agg = aggregate(df, strata=strata, features="infer", operation="median",
+                    compute_object_count=True)
     assert dict(zip(agg["Metadata_Well"], agg["Metadata_Object_Count"])) == expect
-    wells = pd.read_parquet(out / "wells")
+    wells = pd.read_parquet(out / "_wells")
     pd.testing.assert_frame_equal(agg[wells.columns].reset_index(drop=True), wells,
                                   check_dtype=False)  # our wells table is pycytominer's
-    platemap = pd.DataFrame({"well_position": ["B03", "C04"], "treatment": ["DMSO", "drug"]})
-    ann = annotate(agg, platemap=platemap, join_on=["Metadata_well_position", "Metadata_Well"])
-    assert dict(zip(ann["Metadata_Well"], ann["Metadata_treatment"])) == {"B03": "DMSO",
-                                                                          "C04": "drug"}
     norm = normalize(df, features="infer", method="standardize")
     assert len(norm) == len(df)
     assert abs(norm["Nuclei_AreaShape_Volume"].mean()) < 1e-6
     assert norm["Nuclei_AreaShape_Volume"].std(ddof=0) == pytest.approx(1, rel=1e-6)
+    pd.testing.assert_frame_equal(norm[meta], df[meta])  # positions untouched
     sel = feature_select(norm, features="infer",
                          operation=["variance_threshold", "drop_na_columns",
                                     "correlation_threshold"])
-    meta = [c for c in df.columns if c.startswith("Metadata_")]
     assert [c for c in sel.columns if c.startswith("Metadata_")] == meta and len(sel) == len(df)
     kept = [c for c in sel.columns if c.startswith("Nuclei_")]
-    assert 0 < len(kept) < len([c for c in df.columns if c.startswith("Nuclei_")])
+    assert 0 < len(kept) < len(feats)
     assert "Nuclei_AreaShape_EulerNumber" not in kept  # constant (1) for solid nuclei
+
+
+def add_prediction(store, key, name, volume):
+    """A prediction written as `predict` writes it (an HCS plate under predictions/)."""
+    import zarr
+
+    from spotlight_scale.io.omezarr import write_image_czyx
+
+    plate = zarr.open_group(str(store.plate_path(key.plate, prediction=name)), mode="a",
+                            zarr_format=store.zarr_format)
+    group = plate.require_group(key.row).require_group(key.column).require_group(str(key.field))
+    write_image_czyx(group, [volume[None].astype(np.float32)], voxel_size=store.voxel_size(key),
+                     channel_names=["prediction"], chunks_zyx=(8, 32, 32),
+                     fmt=store.ngff_format())
+    store.mark_done("predict", key, {"fingerprint": "test"}, name=name)
+
+
+PLATEMAP = "plate,well,Treatment,dose\nP1,B03,DMSO,0\nP1,C04,drug,1.5\nP1,D05,drug,3\n"
+
+
+@pytest.fixture
+def screen(make_store, tmp_path):
+    """Target and prediction profiles of one screen, annotated by `profile --platemap`."""
+    store = make_store()
+    rng = np.random.default_rng(5)
+    for k in store.fields():
+        t = store.read(k, "target").astype(np.float64)
+        add_prediction(store, k, "fnet", t * 0.8 + rng.normal(0, 20, t.shape) + 50)
+    pm = tmp_path / "platemap.csv"
+    pm.write_text(PLATEMAP)
+    prof = tmp_path / "profiles"
+    for image, name in (("target", "target"), ("prediction:fnet", "fnet")):
+        r = CliRunner().invoke(cli, ["profile", str(store.root), "--labels", "gt", "--image",
+                                     image, "--out", str(prof / name), "--platemap", str(pm),
+                                     "--workers", "1"])
+        assert r.exit_code == 0, r.output
+    n = sum(len(np.unique(store.read_named(k, "labels:gt"))) - 1 for k in store.fields())
+    return store, prof, pm, n
+
+
+def test_platemap_reaches_every_row_and_sources_stack(screen):
+    """The issue's 'done when': one DuckDB read of both sources' nuclei without
+    union_by_name, the plate map on every row, a Metadata_ column naming the source; polars
+    and pandas read the same rows; a read of profiles/ finds nuclei only."""
+    import duckdb
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    store, prof, _, n = screen
+    con = duckdb.connect()
+    glob = f"{prof}/*/nuclei/**/*.parquet"
+    df = con.execute(f"SELECT * FROM read_parquet('{glob}')").df()
+    assert len(df) == 2 * n
+    assert df.groupby("Metadata_Source").size().to_dict() == {"prediction:fnet": n, "target": n}
+    treat = {"B03": "DMSO", "C04": "drug"}
+    assert df["Metadata_Treatment"].notna().all() and df["Metadata_dose"].notna().all()
+    assert (df["Metadata_Treatment"] == df["Metadata_Well"].map(treat)).all()
+    assert (df["Metadata_dose"] == df["Metadata_Well"].map({"B03": 0.0, "C04": 1.5})).all()
+    # the same columns, in the same order, whatever image was measured
+    parts = sorted(prof.glob("*/nuclei/*/*/*.parquet"))
+    schemas = {pq.read_schema(p).remove_metadata() for p in parts}
+    assert len(parts) == 8 and len(schemas) == 1
+    cols = list(df.columns)
+    assert cols[:8] == ["Metadata_Plate", "Metadata_Well", "Metadata_Site",
+                        "Metadata_ObjectNumber", "Metadata_Source", "Metadata_Labels",
+                        "Metadata_Treatment", "Metadata_dose"]
+    assert "Nuclei_Intensity_MeanIntensity_DNA" in cols
+    assert not [c for c in cols if "target" in c or "prediction" in c or "fnet" in c]
+    # intensities differ by source (the prediction is dimmer), shapes do not (same labels)
+    key = ["Metadata_Well", "Metadata_Site", "Metadata_ObjectNumber"]
+    t = df[df["Metadata_Source"] == "target"].set_index(key).sort_index()
+    p = df[df["Metadata_Source"] == "prediction:fnet"].set_index(key).sort_index()
+    np.testing.assert_array_equal(t["Nuclei_AreaShape_Volume"], p["Nuclei_AreaShape_Volume"])
+    assert (p["Nuclei_Intensity_MeanIntensity_DNA"] < t["Nuclei_Intensity_MeanIntensity_DNA"]).all()
+    # polars and pandas: the same rows with one read
+    pl_df = pl.read_parquet(glob)
+    assert pl_df.columns == cols and pl_df.height == 2 * n
+    pd_df = pd.read_parquet(prof)
+    assert list(pd_df.columns) == cols and len(pd_df) == 2 * n  # no wells rows mixed in
+    # the per-well tables carry the plate map too; a glob over everything is refused
+    wells = pd.read_parquet(prof / "fnet" / "_wells" / "wells.parquet")
+    assert dict(zip(wells["Metadata_Well"], wells["Metadata_Treatment"])) == treat
+    assert wells["Metadata_Source"].unique().tolist() == ["prediction:fnet"]
+    with pytest.raises(duckdb.Error, match="schema mismatch"):
+        con.execute(f"SELECT * FROM read_parquet('{prof}/**/*.parquet')").df()
+
+
+def test_pycytominer_normalises_the_stacked_table_to_dmso(screen):
+    """normalize to the DMSO wells, feature_select and aggregate on the stacked table of
+    two sources, no glue; standardisation checked against the DMSO rows by hand."""
+    from pycytominer import aggregate, feature_select, normalize
+
+    from spotlight_scale.io.profiles import well_strata
+
+    _, prof, _, n = screen
+    df = pd.read_parquet(prof)
+    norm = normalize(df, features="infer", samples="Metadata_Treatment == 'DMSO'",
+                     method="standardize")
+    assert len(norm) == len(df)
+    ctrl = df[df["Metadata_Treatment"] == "DMSO"]
+    for c in ("Nuclei_AreaShape_Volume", "Nuclei_Intensity_MeanIntensity_DNA"):
+        mu, sd = ctrl[c].mean(), ctrl[c].std(ddof=0)
+        np.testing.assert_allclose(norm[c], (df[c] - mu) / sd, rtol=1e-6, atol=1e-9)
+        dmso = norm.loc[df["Metadata_Treatment"] == "DMSO", c]
+        assert abs(dmso.mean()) < 1e-9 and dmso.std(ddof=0) == pytest.approx(1, rel=1e-6)
+    sel = feature_select(norm, features="infer",
+                         operation=["variance_threshold", "drop_na_columns",
+                                    "correlation_threshold"])
+    assert len(sel) == len(df) and "Metadata_Treatment" in sel.columns
+    agg = aggregate(sel, strata=well_strata(sel.columns), features="infer",
+                    operation="median", compute_object_count=True)
+    assert len(agg) == 4  # 2 sources x 2 wells
+    assert sorted(zip(agg["Metadata_Source"], agg["Metadata_Treatment"])) == [
+        ("prediction:fnet", "DMSO"), ("prediction:fnet", "drug"), ("target", "DMSO"),
+        ("target", "drug")]
+    assert agg["Metadata_Object_Count"].sum() == 2 * n
+
+
+def test_platemap_errors_name_the_wells(make_store, tmp_path, caplog):
+    from spotlight_scale.io.platemap import PlateMapError, load, read_platemap
+
+    store = make_store()
+    keys = store.fields()
+
+    def write(text):
+        path = tmp_path / "pm.csv"
+        path.write_text(text)
+        return path
+
+    pm = read_platemap(write("well_position,Metadata_Treatment\nB3,DMSO\nC04,x\n"))
+    assert list(pm.columns) == ["Metadata_Well", "Metadata_Treatment"]
+    assert pm["Metadata_Well"].tolist() == ["B03", "C04"]
+    with caplog.at_level("WARNING"):
+        got = load(write("well,treatment\nB03,DMSO\nC04,x\nH12,y\n"), keys)
+    assert got["Metadata_Plate"].tolist() == ["P1"] * 3  # one plate: the map's plate
+    assert "Metadata_treatment" in got.columns and "P1/H12" in caplog.text
+    with pytest.raises(PlateMapError, match=r"well B03 is listed 2 times \(lines 2, 4\)"):
+        read_platemap(write("well,t\nB03,a\nC04,b\nB3,c\n"))
+    with pytest.raises(PlateMapError, match=r"not in the plate map: P1/C04"):
+        load(write("well,t\nB03,a\n"), keys)
+    with pytest.raises(PlateMapError, match=r"line 3: bad well name 'Z99'"):
+        read_platemap(write("well,t\nB03,a\nZ99,b\n"))
+    with pytest.raises(PlateMapError, match=r"no well column"):
+        read_platemap(write("plate,t\nP1,a\n"))
+    with pytest.raises(PlateMapError, match=r"'Site' would become 'Metadata_Site'"):
+        read_platemap(write("well,Site\nB03,a\n"))
+    from spotlight_scale.io.store import FieldKey
+
+    two = [*keys, FieldKey("P2", "B03", 0)]
+    with pytest.raises(PlateMapError, match=r"no plate column.*2 plates \(P1, P2\)"):
+        load(write("well,t\nB03,a\nC04,b\n"), two)
+    # the CLI names the file and writes nothing
+    out = tmp_path / "prof"
+    r = CliRunner().invoke(cli, ["profile", str(store.root), "--labels", "gt", "--out", str(out),
+                                 "--platemap", str(write("well,t\nB03,a\n"))])
+    assert r.exit_code != 0 and "pm.csv" in r.output and "P1/C04" in r.output
+    assert not (out / "nuclei").exists()
+
+
+def test_ingest_keeps_the_platemap_and_stain_for_every_table(tmp_path):
+    """ingest --platemap --stain: fields.parquet annotated; a later profile without
+    --platemap annotates its rows from the store and names intensities by the stain;
+    profile --platemap replaces it for that run (and redoes the annotated fields)."""
+    from test_ingest import make_raw
+
+    from spotlight_scale.io.store import Store
+    from spotlight_scale.io.tables import read_table
+
+    man = make_raw(tmp_path / "raw", n=3)  # wells B02 (2 fields), B03
+    pm = tmp_path / "pm.csv"
+    pm.write_text("well,Treatment\nB02,DMSO\n")
+    store_dir = tmp_path / "store"
+    args = ["ingest", str(man), str(store_dir), "--chunks", "8,32,32", "--patch", "8,16,16",
+            "--workers", "1", "--stain", "Hoechst"]
+    r = CliRunner().invoke(cli, [*args, "--platemap", str(pm)])
+    assert r.exit_code != 0 and "P1/B03" in r.output and not store_dir.exists()
+    pm.write_text("well,Treatment\nB02,DMSO\nB03,drug\n")
+    r = CliRunner().invoke(cli, [*args, "--platemap", str(pm)])
+    assert r.exit_code == 0, r.output
+    store = Store(store_dir)
+    fields = store.fields_table()
+    assert dict(zip(fields["Metadata_Well"], fields["Metadata_Treatment"])) == {
+        "B02": "DMSO", "B03": "drug"}
+    assert read_table(store.table_path("platemap"), "platemap").shape == (2, 3)
+    out = tmp_path / "prof"
+    prof = ["profile", str(store_dir), "--labels", "gt", "--out", str(out), "--workers", "1"]
+    r = CliRunner().invoke(cli, prof)
+    assert r.exit_code == 0, r.output
+    df = pd.read_parquet(out)
+    assert (df["Metadata_Treatment"] == df["Metadata_Well"].map(
+        {"B02": "DMSO", "B03": "drug"})).all() and len(df) > 0
+    assert "Nuclei_Intensity_MeanIntensity_Hoechst" in df.columns
+    other = tmp_path / "other.csv"
+    other.write_text("well,Treatment,Batch\nB02,a,1\nB03,b,2\n")
+    r = CliRunner().invoke(cli, [*prof, "--platemap", str(other)])
+    assert r.exit_code == 0 and "3 field(s)" in r.output, r.output
+    df = pd.read_parquet(out)
+    assert set(df["Metadata_Treatment"]) == {"a", "b"} and "Metadata_Batch" in df.columns
+    assert len(df) == len(pd.read_parquet(out / "nuclei"))
 
 
 def test_profile_layout_1_is_refused_with_the_command_then_replaced(profiled, tmp_path):
@@ -378,5 +589,70 @@ def test_profile_stage_on_2d_fields(make_store, tmp_path):
     schema = pq.read_schema(next((out / "nuclei").rglob("*.parquet")))
     assert schema.field("Nuclei_Shape2D_Area").metadata[b"unit"] == b"um^2"
     assert schema.field("Nuclei_AreaShape_ConvexArea").metadata[b"unit"] == b"pixel^2"
-    assert pq.read_schema(out / "wells" / "wells.parquet").field(
+    assert pq.read_schema(out / "_wells" / "wells.parquet").field(
         "Nuclei_Shape2D_Perimeter").metadata[b"unit"] == b"um"
+
+
+def test_profile_layout_2_is_refused_with_the_command_then_replaced(profiled, tmp_path):
+    """Layout 2 (image-named intensities, nuclei schema 1, wells/ beside nuclei/): a read
+    names the layout and the command; --overwrite replaces it."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from spotlight_scale.io.profiles import read_profiles
+    from spotlight_scale.versioning import VersionError
+
+    store, out, args, expect = profiled
+    old = tmp_path / "old2"
+    shutil.copytree(out, old)
+    (old / "_wells").rename(old / "wells")
+    for part in (old / "nuclei").rglob("*.parquet"):
+        tab = pq.read_table(part)
+        meta = dict(tab.schema.metadata)
+        meta[b"spotlight_scale.schema_version"] = b"1"
+        pq.write_table(tab.replace_schema_metadata(meta), part)
+    with pytest.raises(VersionError, match=r"layout version 2.*--labels gt --image target"):
+        read_profiles(old)
+    args = ["profile", str(store.root), "--labels", "gt", "--out", str(old), "--workers", "1"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "layout version 2" in r.output and "--overwrite" in r.output
+    assert (old / "wells").exists()  # nothing lost without --overwrite
+    r = CliRunner().invoke(cli, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert not (old / "wells").exists() and (old / "_wells" / "wells.parquet").exists()
+    assert len(read_profiles(old)) == sum(expect.values())
+
+
+def test_readme_profiles_snippet_runs(make_store, tmp_path, monkeypatch):
+    """The README's Profiles section, as written: its `spotlight-scale profile` lines run
+    through the CLI, then its Python blocks run on what they wrote."""
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("\n## Profiles\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
+    commands = [line for lang, code in blocks if lang == "bash" for line in code.splitlines()
+                if line.startswith("spotlight-scale profile")]
+    python = [code for lang, code in blocks if lang == "python"]
+    assert len(commands) == 2 and len(python) == 2
+    store = make_store()  # tmp_path/store: P1/B03/0, P1/B03/1, P1/C04/0, P1/C04/1
+    rng = np.random.default_rng(2)
+    for k in store.fields():
+        t = store.read(k, "target").astype(np.float64)
+        add_prediction(store, k, "fnet", t + rng.normal(0, 20, t.shape))
+    (tmp_path / "platemap.csv").write_text("well,Treatment\nB03,DMSO\nC04,drug\n")
+    monkeypatch.chdir(tmp_path)
+    for cmd in commands:
+        r = CliRunner().invoke(cli, [*shlex.split(cmd)[1:], "--workers", "1"])
+        assert r.exit_code == 0, (cmd, r.output)
+    ns: dict = {}
+    for code in python:
+        exec(compile(code, "README.md", "exec"), ns)
+    nuclei, per_well = ns["nuclei"], ns["per_well"]
+    assert set(nuclei["Metadata_Source"]) == {"target", "prediction:fnet"}
+    assert nuclei["Metadata_Treatment"].notna().all()
+    assert len(ns["same"]) == len(nuclei) and len(per_well) == 4
+    assert list(ns["X"].columns) == [c for c in nuclei.columns if c.startswith("Nuclei_")]
+    assert ns["img"].dims == ("c", "z", "y", "x") and ns["gt"].dims == ("z", "y", "x")

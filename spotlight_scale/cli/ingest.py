@@ -16,6 +16,7 @@ Examples:
   spotlight-scale ingest raw/manifest.csv store/ --workers 4 --chunks 32,256,256
   spotlight-scale ingest raw/manifest.csv store/ --no-resample --ngff 0.4
   spotlight-scale ingest raw/manifest.csv store/ --on-error skip   # see store/tables/failures.parquet
+  spotlight-scale ingest raw/manifest.csv store/ --platemap platemap.csv --stain DNA
   spotlight-scale ingest raw/manifest.csv store/ --cluster slurm --cluster-config profile.yaml""")
 @click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("store", type=click.Path(path_type=Path, file_okay=False))
@@ -34,13 +35,20 @@ Examples:
               help="Keep patches with at least this fraction of foreground (target >= Otsu).")
 @click.option("--voxel-size", callback=parse_triple, default=None,
               help="Fallback voxel size Z,Y,X in um when neither the manifest nor the TIFF says.")
+@click.option("--platemap", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              default=None, help="Plate map CSV: a 'well' column ('plate' too when the screen "
+              "has several), every other column a Metadata_ column of every table (kept in "
+              "STORE/tables/platemap.parquet).")
+@click.option("--stain", default=None,
+              help="The target's stain, naming the profiles' intensity columns (recorded in "
+                   "spotlight.json; default DNA).")
 @cluster_options
 @shard_option
 @overwrite_option
 @on_error_option
 def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_stride,
-           min_foreground, voxel_size, cluster, cluster_config, workers, shard, overwrite,
-           on_error):
+           min_foreground, voxel_size, platemap, stain, cluster, cluster_config, workers, shard,
+           overwrite, on_error):
     """Convert the fields of MANIFEST into OME-Zarr HCS plates in STORE.
 
     Each field becomes a CZYX image (channels signal, target) with a pyramid,
@@ -57,7 +65,8 @@ def ingest(manifest, store, isotropic, no_resample, chunks, ngff, patch, patch_s
                               patch=tuple(int(p) for p in patch),
                               patch_stride=tuple(int(s) for s in patch_stride),
                               min_fraction=min_foreground, ngff=ngff)
-    res = run_ingest(manifest, store, settings, voxel_size=voxel_size, cluster=cluster,
+    res = run_ingest(manifest, store, settings, voxel_size=voxel_size, platemap=platemap,
+                     stain=stain, cluster=cluster,
                      workers=workers or 2, cluster_config=cluster_config,
                      overwrite=overwrite, on_error=on_error, shard=shard)
     click.echo(f"ingest: {res['done']} field(s) written, {res['skipped']} already done, "

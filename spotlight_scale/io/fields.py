@@ -141,7 +141,10 @@ def finalize_store(store: Store) -> None:
         group = zarr.open_group(str(store.plate_path(plate)), mode="a",
                                 zarr_format=store.zarr_format)
         write_plate(group, name=plate, wells=wells, fmt=store.ngff_format())
-    write_table(fields_frame(store, keys), store.table_path("fields"), "fields")
+    from .platemap import annotate, stored
+
+    write_table(annotate(fields_frame(store, keys), stored(store)), store.table_path("fields"),
+                "fields")
 
 
 def fields_frame(store: Store, keys: Sequence[FieldKey]):

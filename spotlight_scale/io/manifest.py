@@ -165,7 +165,8 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
     unknown = [c for c in columns if c not in REQUIRED + OPTIONAL]
     if missing or unknown:
         msgs = [f"{path}: missing required column {c!r}" for c in missing]
-        msgs += [f"{path}: unknown column {c!r} (known: {', '.join(REQUIRED + OPTIONAL)})"
+        msgs += [f"{path}: unknown column {c!r} (known: {', '.join(REQUIRED + OPTIONAL)}; "
+                 "treatments and other per-well metadata go in a plate map: ingest --platemap)"
                  for c in unknown]
         raise ManifestError(msgs)
     if not records:

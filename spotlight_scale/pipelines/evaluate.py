@@ -473,9 +473,8 @@ def read_profiles(path: str | Path, fields: Sequence[str]):
     """Nucleus profiles of ``path`` (a ``profile`` directory) restricted to ``fields``.
 
     Keys as every table names them (``Metadata_Plate``, ``Metadata_Well`` canonical,
-    ``Metadata_Site``, ``Metadata_ObjectNumber``); the image name is dropped from the
-    feature columns (:func:`spotlight_scale.io.profiles.generic_columns`) so that target and
-    prediction profiles share column names.
+    ``Metadata_Site``, ``Metadata_ObjectNumber``); target and prediction profiles share
+    their column names (intensities are named by the stain, :mod:`spotlight_scale.io.profiles`).
     """
     from ..io import profiles as io_profiles
 
@@ -486,8 +485,7 @@ def read_profiles(path: str | Path, fields: Sequence[str]):
     missing = [c for c in io_profiles.KEYS if c not in df.columns]
     if missing:
         raise StoreError(f"{path}: profile table lacks key columns {missing}")
-    image = io_profiles.image_name(path)
-    df = df.rename(columns=io_profiles.generic_columns(df.columns, image)) if image else df.copy()
+    df = df.copy()
     df[PLATE] = df[PLATE].astype(str)
     df[WELL] = df[WELL].astype(str).map(canonical_well)
     df[SITE] = df[SITE].astype(int)
@@ -797,6 +795,9 @@ def evaluate(store: str | Path | Store, predictions: Sequence[str], *, out: str 
     for c in (SITE, "n_gt", "n_pred", "n_matched"):
         df[c] = df[c].astype(np.int64)
     df["planar"] = df["planar"].astype(bool)
+    from ..io.platemap import annotate, stored
+
+    df = annotate(df, stored(store))  # the screen's plate map columns, after the keys
     write_table(df, out / "metrics.parquet", "metrics", predictions=plan["predictions"],
                 split=split, store=str(store.root))
 

@@ -305,7 +305,8 @@ def _check_target(store_root: Path) -> None:
 
 
 def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSettings | None = None,
-           *, voxel_size=None, cluster: str = "local", workers: int | None = 2,
+           *, voxel_size=None, platemap=None, stain: str | None = None,
+           cluster: str = "local", workers: int | None = 2,
            cluster_config: str | None = None, overwrite: bool = False,
            on_error: str = "fail", shard: tuple[int, int] | None = None,
            progress_stream=sys.stderr) -> dict[str, Any]:
@@ -321,6 +322,10 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         Resampling, chunking and patch-index settings.
     voxel_size : (z, y, x), optional
         Fallback voxel size in um for TIFFs without metadata or columns.
+    platemap : path, optional
+        Plate map CSV kept in the store (:mod:`spotlight_scale.io.platemap`).
+    stain : str, optional
+        The target's stain, naming the profiles' intensity columns (default ``DNA``).
     cluster, workers, cluster_config :
         Where to run (see :func:`spotlight_scale.cluster.open_client`).
     overwrite : bool
@@ -344,6 +349,7 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
     import pandas as pd
 
     from ..core.validate import voxel_size_problem
+    from ..io import platemap as annotations
     from ..io.fields import finalize_store
     from ..io.lock import exclusive
     from ..io.tables import write_table
@@ -356,6 +362,7 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         raise ValueError(f"--voxel-size {','.join(map(str, voxel_size))}: "
                          f"{voxel_size_problem(voxel_size)}")
     rows, failures = read_manifest(manifest, default_voxel_size=voxel_size, on_error=on_error)
+    screen = annotations.prepare(platemap, [r.key for r in rows], stain)
     rows = take_shard(_check_rows(rows, settings, failures, on_error), shard)
     finalize = finalize_store if shard is None else (lambda store: None)
     store_root = Path(store_root)
@@ -363,6 +370,7 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
     with exclusive(store_root, "ingest", shard=shard):
         store = Store(store_root, create=True, ngff=settings.ngff, settings=settings.as_dict())
         _accept_settings(store, settings, overwrite)
+        annotations.record(store, screen)
 
         todo: list[ManifestRow] = []
         skipped = 0

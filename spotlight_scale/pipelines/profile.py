@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core import dims
-from ..core.features import DEFAULT_GROUPS, check_groups, feature_columns, image_token
+from ..core.features import DEFAULT_GROUPS, check_groups
+from ..io import platemap as PM
 from ..io import profiles as P
 from ..io.atomic import atomic_write_json
 from ..io.store import FieldKey, Store, StoreError
@@ -49,11 +50,14 @@ def intensity_scale(store: Store, key: FieldKey) -> float:
 
 
 def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: str,
-                  fingerprint: str, groups: Sequence[str] = DEFAULT_GROUPS) -> dict[str, Any]:
-    """Measure the nuclei of one field and write its Parquet file, then its marker."""
+                  fingerprint: str, groups: Sequence[str] = DEFAULT_GROUPS,
+                  platemap=None) -> dict[str, Any]:
+    """Measure the nuclei of one field and write its Parquet file, then its marker.
+    ``platemap``: the resolved plate map whose columns the rows get (or None)."""
     from ..core.features import nucleus_features
 
     store = Store(store_root)
+    stain = PM.image_stain(store, image)
     inputs = _inputs(store, key, labels, image)
     if not store.has_labels(key, labels):
         raise StoreError(f"field {key} has no labels {labels!r}; run `spotlight-scale segment "
@@ -63,35 +67,52 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
     if lab.shape != img.shape:
         raise StoreError(f"field {key}: labels {lab.shape} and image {img.shape} differ in shape")
     scale = intensity_scale(store, key)
-    feats = nucleus_features(lab, img, store.voxel_size(key), image_name=image, groups=groups,
+    feats = nucleus_features(lab, img, store.voxel_size(key), image_name=stain, groups=groups,
                              intensity_scale=scale)
-    df = P.nuclei_frame(feats, key)
+    df = P.nuclei_frame(feats, key, source=P.source_name(image), labels=labels,
+                        platemap=platemap)
     write_table(df, P.part_path(Path(out), key), "nuclei",
-                schema=P.schema(df.columns, planar=dims.is_planar(lab.shape)),
-                labels=labels, image=image, image_name=image_token(image),
-                groups=list(groups), intensity_scale=scale, store=str(store.root),
+                schema=P.schema(df.columns, P.arrow_types(platemap),
+                                planar=dims.is_planar(lab.shape)),
+                labels=labels, image=image, stain=stain, groups=list(groups),
+                intensity_scale=scale, store=str(store.root),
                 voxel_size_um=list(store.voxel_size(key)))
     atomic_write_json(_marker(Path(out), key), {"fingerprint": fingerprint, "rows": len(df),
-                                                "inputs": inputs})
+                                                "inputs": inputs,
+                                                "platemap": _digest(platemap)})
     return {"field": key.id, "rows": len(df)}
 
 
-def write_wells(out: Path, groups: Sequence[str], image: str, planar: bool = False) -> None:
-    """Rewrite ``wells/wells.parquet`` from every nuclei file of ``out`` (of 2D fields when
+def _digest(platemap) -> str | None:
+    """Content digest of a plate map (markers: a field annotated otherwise is redone)."""
+    if platemap is None:
+        return None
+    return hashlib.sha256(platemap.to_json(orient="split").encode()).hexdigest()[:16]
+
+
+def write_wells(out: Path, groups: Sequence[str], image: str, stain: str, labels: str,
+                platemap=None, planar: bool = False) -> None:
+    """Rewrite ``_wells/wells.parquet`` from every nuclei file of ``out`` (of 2D fields when
     ``planar``)."""
-    wells = P.aggregate_wells(P.read_profiles(out))
-    if wells.empty:  # no nuclei anywhere: still every column, with its unit
-        cols = [f"{P.OBJECT_NAME}_{c}" for c in feature_columns(groups, image,
-                                                                planar=planar)[1:]]
-        wells = P.aggregate_wells(wells.reindex(columns=[*P.KEYS, *cols]))
-    write_table(wells, P.wells_path(out), "wells", schema=P.schema(wells.columns, planar),
-                image=image, image_name=image_token(image), groups=list(groups))
+    nuclei = P.read_profiles(out)
+    if nuclei.empty:  # no nuclei anywhere: still every column, with its unit
+        from ..core.features import nucleus_features
+
+        empty = (1, 1, 1) if planar else (2, 1, 1)  # one plane: a 2D field's columns
+        feats = nucleus_features(np.zeros(empty, np.int32), np.zeros(empty),
+                                 (1.0, 1.0, 1.0), image_name=stain, groups=groups)
+        nuclei = P.nuclei_frame(feats, FieldKey("P", "A01", 0), source=P.source_name(image),
+                                labels=labels, platemap=platemap)
+    wells = P.aggregate_wells(nuclei)
+    write_table(wells, P.wells_path(out), "wells",
+                schema=P.schema(wells.columns, P.arrow_types(platemap), planar),
+                image=image, stain=stain, labels=labels, groups=list(groups))
 
 
 def profile(store_root, *, labels: str, image: str = "target", out, split: str = "all",
             texture: bool = False, granularity: bool = False, cluster: str = "local",
             workers: int | None = None, cluster_config=None, overwrite: bool = False,
-            on_error: str = "fail", shard: tuple[int, int] | None = None,
+            on_error: str = "fail", shard: tuple[int, int] | None = None, platemap=None,
             progress_stream=sys.stderr) -> dict[str, Any]:
     """Profile every selected field; returns counts (``done``, ``skipped``, ``failed``,
     ``rows``). The output directory is locked while this runs.
@@ -107,9 +128,13 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
     texture, granularity : bool
         Add the Haralick texture and granularity groups (they cost more).
     overwrite : bool
-        Re-measure every field (and replace a layout-1 directory).
+        Re-measure every field (and replace a directory of an older layout).
     on_error : {"fail", "skip"}
-        ``skip`` goes on past failing fields and lists them in ``OUT/failures.parquet``.
+        ``skip`` goes on past failing fields and lists them in ``OUT/_failures.parquet``.
+    platemap : path, optional
+        Plate map CSV for this run (:mod:`spotlight_scale.io.platemap`); default: the
+        store's (``ingest --platemap``), if any. Fields annotated with another plate map
+        are profiled again.
     shard : (i, n), optional
         Only fields ``i, i + n, ...`` (a job-array task); the well table and the
         failures table are left to an unsharded run.
@@ -128,11 +153,20 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
         P.remove_old_layout(out)
     P.check_layout(out)
     keys = take_shard(select_fields(store, split), shard)
+    if platemap is not None:
+        pm = PM.load(platemap, store.fields())
+    else:
+        pm = PM.stored(store)
+        pm = None if pm is None else PM.resolve(pm, store.fields(),
+                                                  str(store.table_path(PM.TABLE)))
+    stain = PM.image_stain(store, image)
+    annotation = _digest(pm)
     missing = [k for k in keys if not store.has_labels(k, labels)]
     if missing:
         raise StoreError(f"{store.root}: no labels {labels!r} for {len(missing)} field(s), e.g. "
                          f"{missing[0]}; run `spotlight-scale segment ... --name {labels}`")
     fp = hashlib.sha256(json.dumps({"labels": labels, "image": image, "groups": list(groups),
+                                    "stain": stain,
                                     "schema": TABLE_SCHEMAS["nuclei"],
                                     "store": str(store.root.resolve())}).encode()).hexdigest()[:16]
     rows = 0
@@ -144,13 +178,18 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
             if m.exists() and not overwrite:
                 marker = json.loads(m.read_text())
                 if marker.get("fingerprint") != fp:
-                    raise ValueError(f"{out}: field {key} was profiled with other labels, image "
-                                     "or feature groups; use another --out or --overwrite")
-                if marker.get("inputs") == _inputs(store, key, labels, image):
+                    raise ValueError(f"{out}: field {key} was profiled with other labels, image, "
+                                     "stain or feature groups; use another --out or --overwrite")
+                same_inputs = marker.get("inputs") == _inputs(store, key, labels, image)
+                if same_inputs and marker.get("platemap") == annotation:
                     skipped += 1
                     continue
-                log.warning("profile %s: labels or image of field %s changed since it was "
-                            "profiled; profiling it again", labels, key)
+                if same_inputs:
+                    log.info("profile %s: field %s was annotated with another plate map; "
+                             "profiling it again", labels, key)
+                else:
+                    log.warning("profile %s: labels or image of field %s changed since it "
+                                "was profiled; profiling it again", labels, key)
             if m.exists():  # redone: until then the field is not profiled
                 m.unlink()
                 P.part_path(out, key).unlink(missing_ok=True)
@@ -159,14 +198,14 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
             results, failures = run_fields(
                 todo, lambda client, k: client.submit(
                     profile_field, str(store.root), k, labels, image, str(out), fp, groups,
-                    pure=False, key=f"profile-{labels}-{k.id}-{fp}"),
+                    pm, pure=False, key=f"profile-{labels}-{k.id}-{fp}"),
                 stage=f"profile {labels!r}", desc=f"profile {labels}", on_error=on_error,
                 cluster=cluster, workers=workers, cluster_config=cluster_config,
                 progress_stream=progress_stream, total=("rows", "nuclei"))
             rows = sum(res["rows"] for _, res in results)
         if shard is None:  # also after a job array, whose tasks leave this to this run
-            write_failures(out / "failures.parquet", failures, "profile", labels)
-            write_wells(out, groups, image, planar=bool(keys) and
+            write_failures(P.failures_path(out), failures, "profile", labels)
+            write_wells(out, groups, image, stain, labels, pm, planar=bool(keys) and
                         dims.is_planar(store.image(keys[0]).shape))
     return {"done": len(todo) - len(failures), "skipped": skipped, "failed": len(failures),
             "rows": rows, "out": str(out)}
