@@ -136,7 +136,6 @@ CURVE_METRICS = (
     ("bg_below_otsu", "bg below Otsu"), ("bg_spread", "bg spread"),
     ("cosine_nuclei_median", "cosine distance"),
 )
-AP_COLUMNS = [f"ap{t}" for t in range(50, 91, 5)]
 
 
 def pearson_r(a, b) -> float:
@@ -166,7 +165,6 @@ def score_snapshots(store, workdir, *, models, seeds, checkpoints, one_seed=(), 
     target segmented by the same recipe (``bench-target``). A snapshot scored before (its
     rows in ``curves.parquet``) is not scored again.
     """
-    import numpy as np
     import pandas as pd
     from distributed import Client, LocalCluster
 
@@ -192,28 +190,23 @@ def score_snapshots(store, workdir, *, models, seeds, checkpoints, one_seed=(), 
             common = dict(split=split, cluster=addr, progress_stream=progress_stream)
             segment(st.root, image="target", name="bench-target", **common)
             profile(st.root, labels="bench-target", image="target",
-                    out=w / "profiles" / "bench-target", **common)
+                    out=w / "profiles" / "target", **common)  # evaluate reads profiles/target
             for n, s, m in todo:
                 name = prediction_name(m, s, n)
                 print(f"== score {name}", file=progress_stream, flush=True)
                 predict(st.root, snapshot_path(w, m, s, n), name, overwrite=True, **common)
                 segment(st.root, image=f"prediction:{name}", name=name, overwrite=True, **common)
                 segment(st.root, image=f"prediction:{name}", name=f"{name}-model",
-                        threshold="model", overwrite=True, **common)
+                        foreground="model", overwrite=True, **common)
                 profile(st.root, labels=name, image=f"prediction:{name}",
                         out=w / "profiles" / name, overwrite=True, **common)
                 out = w / "scores" / name
+                # evaluate finds the model-threshold labels by name (<labels>-model)
                 evaluate(st, [name], out=out, labels={name: name}, target_labels="bench-target",
                          profiles=w / "profiles", split=split, cluster=addr, overwrite=True,
                          report=False)
-                evaluate(st, [name], out=out / "model-threshold", labels={name: f"{name}-model"},
-                         target_labels="bench-target", split=split, cluster=addr,
-                         overwrite=True, report=False)
                 df = read_table(out / "metrics.parquet", "metrics")
-                dm = read_table(out / "model-threshold" / "metrics.parquet", "metrics")
-                df, dm = df[df["model"] == name], dm[dm["model"] == name]
-                dm = dm.set_index("Metadata_Site")
-                for _, r in df.iterrows():
+                for _, r in df[df["model"] == name].iterrows():
                     key = next(k for k in st.fields(split) if k.field == r["Metadata_Site"]
                                and k.well == r["Metadata_Well"] and k.plate == r["Metadata_Plate"])
                     pred = st.read_named(key, f"prediction:{name}")
@@ -221,13 +214,7 @@ def score_snapshots(store, workdir, *, models, seeds, checkpoints, one_seed=(), 
                            "Metadata_Plate": key.plate, "Metadata_Well": key.well,
                            "Metadata_Site": key.field,
                            "pearson_r": pearson_r(pred, st.read(key, "target"))}
-                    for col, _ in CURVE_METRICS:
-                        if col in r.index:
-                            row[col] = float(r[col])
-                    row["ap_mean_50_90"] = float(np.mean([r[c] for c in AP_COLUMNS]))
-                    mr = dm.loc[key.field]
-                    row["ap50_model"] = float(mr["ap50"])
-                    row["ap_mean_50_90_model"] = float(np.mean([mr[c] for c in AP_COLUMNS]))
+                    row.update({col: float(r[col]) for col, _ in CURVE_METRICS if col in r.index})
                     rows.append(row)
                 table = pd.concat([t for t in (old, pd.DataFrame(rows)) if t is not None],
                                   ignore_index=True)
@@ -274,8 +261,9 @@ def write_curve_report(workdir, table) -> Path:
              "thr.' at the level its model was trained to put the foreground boundary at.", "",
              "| model | iterations | n | " + " | ".join(label for _, label in cols) + " |",
              "|---|---|---" + "|---" * len(cols) + "|"]
+    seeds = per_seed.groupby(["model", "iteration"]).size()
     for (model, it), row in agg.iterrows():
-        n = int(row[(cols[0][0], "count")])
+        n = int(seeds[(model, it)])
         cells = []
         for c, _ in cols:
             m, s = row[(c, "mean")], row[(c, "std")]

@@ -97,7 +97,11 @@ AP_BORDER_RULE = ("objects touching the XY border of the field are dropped from 
                   "drops its own")
 #: ``*_model``: the AP of the labels segmented at the model's own foreground threshold
 #: (``segment --foreground model``), found by name: ``<LABELS>-model``.
-SEG_METRICS = ("ap_mean", *AP_COLUMNS, "n_gt", "n_pred", "ap50_model", "ap_mean_model")
+#: ``ap_mean_50_90``: the mean over IoU 0.5-0.9, the paper's range (``ap_mean``: 0.5-0.95).
+SEG_METRICS = ("ap_mean", "ap_mean_50_90", *AP_COLUMNS, "n_gt", "n_pred", "ap50_model",
+               "ap_mean_model", "ap_mean_50_90_model")
+#: How many of :data:`AP_THRESHOLDS` lie in the paper's range, IoU 0.5-0.9.
+N_AP_50_90 = sum(t <= 0.9 for t in AP_THRESHOLDS)
 #: Suffix of the labels segmented at the model's threshold (``<LABELS>-model``).
 MODEL_LABELS_SUFFIX = "-model"
 FEATURE_METRICS = ("n_matched", "cosine_nuclei_median")
@@ -399,15 +403,18 @@ def evaluate_field(store_root: str, field_id: str, plan: dict) -> dict:
     def seg(lab, model_lab=None):
         from ..core.segment import clear_xy_border
 
-        out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean", "ap50_model", "ap_mean_model")}
+        out = {c: float("nan") for c in (*AP_COLUMNS, "ap_mean", "ap_mean_50_90", "ap50_model",
+                                         "ap_mean_model", "ap_mean_50_90_model")}
         out["n_gt"] = _nobj(clear_xy_border(gt)) if gt is not None else 0
         out["n_pred"] = _nobj(clear_xy_border(lab)) if lab is not None else 0
         if gt is not None and lab is not None:
             a, out["ap_mean"] = ap(lab)
+            out["ap_mean_50_90"] = float(np.mean(a[:N_AP_50_90]))
             out.update({c: float(v) for c, v in zip(AP_COLUMNS, a)})
         if gt is not None and model_lab is not None:
             a, out["ap_mean_model"] = ap(model_lab)
             out["ap50_model"] = float(a[0])
+            out["ap_mean_50_90_model"] = float(np.mean(a[:N_AP_50_90]))
         return out
 
     rows = [{**base, "model": TARGET, "labels": plan["target_labels"] or "",
