@@ -50,11 +50,13 @@ def _field(shape, seed):
     return np.stack([s, t, m.astype(np.uint16)])
 
 
-def _write_two_scenes(path):
-    """An OME-TIFF with two series (scenes) ``A1`` and ``B2``: CZYX, channels named,
-    different content and voxel sizes (z in nm in B2, to check unit conversion)."""
+def _write_scenes(path):
+    """An OME-TIFF with three series (scenes) ``A1``, ``B2``, ``C3``: CZYX, channels
+    named, different content; B2 has other voxel sizes (z in nm, to check unit
+    conversion), C3 those of A1."""
     scenes = {"A1": (_field((16, 40, 44), 1), (1.2, 0.4, 0.4), "µm"),
-              "B2": (_field((16, 40, 44), 2), (900.0, 0.3, 0.3), "nm")}
+              "B2": (_field((16, 40, 44), 2), (900.0, 0.3, 0.3), "nm"),
+              "C3": (_field((16, 40, 44), 3), (1.2, 0.4, 0.4), "µm")}
     with tifffile.TiffWriter(path, ome=True) as w:
         for name, (arr, (z, y, x), zunit) in scenes.items():
             w.write(arr, metadata={"axes": "CZYX", "Name": name, "PhysicalSizeZ": z,
@@ -114,14 +116,14 @@ def _ingest_cli(man, store, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
-def test_two_scene_ome_tiff_ingests_the_chosen_scene_by_cli(tmp_path):
-    """An OME-TIFF with two series: each row picks a scene (by name, by index) and
+def test_multi_scene_ome_tiff_ingests_the_chosen_scene_by_cli(tmp_path):
+    """An OME-TIFF with several series: each row picks a scene (by name, by index) and
     channels by name; voxel sizes (z in nm in one scene) come from its OME metadata;
     what the CLI stores is that scene's channels, as bioio reads them too."""
     from spotlight_scale.io.store import FieldKey, Store
 
     path = tmp_path / "plate.ome.tif"
-    data = _write_two_scenes(path)
+    data = _write_scenes(path)
     name = path.name
     rows = [{"path_signal": name, "path_target": name, "path_mask": name, "plate": "P",
              "well": well, "field": 0, "scene": scene, "channel_signal": "BF",
@@ -149,21 +151,22 @@ def test_two_scene_ome_tiff_ingests_the_chosen_scene_by_cli(tmp_path):
             assert vox == pytest.approx(voxel)
     assert store.field_meta(FieldKey("P", "B02", 0))["source"]["scene"] == "B2"
 
-    # another scene for a row is other content: the field is re-ingested
-    rows[0]["scene"] = "A1"
+    # another scene of the same file, same voxel size and channels, is other content:
+    # that field is re-ingested, the other kept
+    rows[1]["scene"] = "C3"
     _manifest(man, rows)
     res = _ingest_cli(man, tmp_path / "store")
     assert res.returncode == 0, res.stderr
-    assert "1 field(s) written" in res.stdout, res.stdout
-    np.testing.assert_array_equal(store.read(FieldKey("P", "B02", 0), "target"), data["A1"][1])
+    assert "1 field(s) written, 1 already done" in res.stdout, res.stdout
+    np.testing.assert_array_equal(store.read(FieldKey("P", "B03", 0), "target"), data["C3"][1])
 
 
 def test_scene_errors_name_line_file_and_scenes(tmp_path):
     path = tmp_path / "plate.ome.tif"
-    _write_two_scenes(path)
+    _write_scenes(path)
     row = {"path_signal": path.name, "path_target": path.name, "channel_signal": "BF",
            "channel_target": "DAPI"}
-    for scene, words in (("C9", "no scene named 'C9'"), ("2", "scene 2 out of range"),
+    for scene, words in (("C9", "no scene named 'C9'"), ("3", "scene 3 out of range"),
                          ("-1", "must be an index")):
         with pytest.raises(ManifestError) as err:
             read_manifest(_manifest(tmp_path / "m.csv", [{**row, "scene": scene}]))
@@ -257,7 +260,7 @@ def test_a_format_without_reader_names_file_line_and_what_to_install(tmp_path):
 def test_tiff_reads_without_importing_bioio(tmp_path):
     """TIFF stays on tifffile: reading a TIFF (by channel name too) never imports bioio."""
     path = tmp_path / "two.ome.tif"
-    data = _write_two_scenes(path)
+    data = _write_scenes(path)
     code = ("import sys, numpy as np\n"
             "from spotlight_scale.io.images import read_image\n"
             f"a, v = read_image({str(path)!r}, 'DAPI', scene='B2')\n"
