@@ -1,4 +1,4 @@
-"""``spotlight-scale ingest``: TIFF z-stacks -> OME-Zarr HCS plates with statistics."""
+"""``spotlight-scale ingest``: microscope files (TIFF, OME-TIFF, CZI, ...) -> OME-Zarr HCS plates with statistics."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ Examples:
 @click.option("--min-foreground", type=float, default=0.001, show_default=True,
               help="Keep patches with at least this fraction of foreground (target >= Otsu).")
 @click.option("--voxel-size", callback=parse_triple, default=None,
-              help="Fallback voxel size Z,Y,X in um when neither the manifest nor the TIFF says.")
+              help="Fallback voxel size Z,Y,X in um when neither the manifest nor the file says.")
 @cluster_options
 @shard_option
 @overwrite_option
