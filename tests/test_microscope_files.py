@@ -61,7 +61,8 @@ def _write_scenes(path):
         for name, (arr, (z, y, x), zunit) in scenes.items():
             w.write(arr, metadata={"axes": "CZYX", "Name": name, "PhysicalSizeZ": z,
                                    "PhysicalSizeZUnit": zunit, "PhysicalSizeY": y,
-                                   "PhysicalSizeX": x, "Channel": {"Name": ["BF", "DAPI", "nuclei"]}})
+                                   "PhysicalSizeX": x,
+                                   "Channel": {"Name": ["BF", "DAPI", "nuclei"]}})
     return {k: v[0] for k, v in scenes.items()}
 
 

@@ -1,4 +1,5 @@
-"""``spotlight-scale ingest``: microscope files (TIFF, OME-TIFF, CZI, ...) -> OME-Zarr HCS plates with statistics."""
+"""``spotlight-scale ingest``: microscope files (TIFF, OME-TIFF, CZI, ...) -> OME-Zarr HCS
+plates with statistics."""
 
 from __future__ import annotations
 

@@ -243,9 +243,7 @@ def _tiff_header(path: Path, scene: Value) -> ImageHeader:
             images = ome_images(tif)
             series = list(tif.series)
             aligned = images is not None and len(images) == len(series)
-            aliases = [tuple(n for n in ((images[i].get("ID"), images[i].get("Name"))
-                                         if aligned else ()) + (s.name,) if n)
-                       or (f"series {i}",) for i, s in enumerate(series)]
+            aliases = _series_aliases(images if aligned else None, series)
             idx = pick_scene(aliases, scene)
             s = series[idx]
             channels: tuple[str, ...] = ()
@@ -275,6 +273,17 @@ def _tiff_header(path: Path, scene: Value) -> ImageHeader:
     except Exception as exc:  # tifffile raises many kinds on corrupt files
         raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
     return head
+
+
+def _series_aliases(images, series) -> list[tuple[str, ...]]:
+    """The names of each series: its OME Image ID and Name (``images``: the OME images,
+    one per series, or None), tifffile's series name; ``series i`` when it has none."""
+    out = []
+    for i, s in enumerate(series):
+        names = [images[i].get("ID"), images[i].get("Name")] if images is not None else []
+        names.append(s.name)
+        out.append(tuple(dict.fromkeys(n for n in names if n)) or (f"series {i}",))
+    return out
 
 
 # --------------------------------------------------------------------------- bioio

@@ -144,7 +144,7 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
     path : path
         The CSV file.
     default_voxel_size : (z, y, x) in um, optional
-        Used for rows whose columns and TIFF metadata give no voxel size.
+        Used for rows whose columns and file metadata give no voxel size.
     on_error : {"fail", "skip"}
         ``fail`` raises :class:`ManifestError` listing every problem; ``skip``
         returns the valid rows and a list of failures (dicts with line, file, error).
