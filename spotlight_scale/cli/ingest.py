@@ -1,4 +1,5 @@
-"""``spotlight-scale ingest``: TIFF z-stacks -> OME-Zarr HCS plates with statistics."""
+"""``spotlight-scale ingest``: microscope files (TIFF, OME-TIFF, CZI, ...) -> OME-Zarr HCS
+plates with statistics."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ Examples:
 @click.option("--min-foreground", type=float, default=0.001, show_default=True,
               help="Keep patches with at least this fraction of foreground (target >= Otsu).")
 @click.option("--voxel-size", callback=parse_triple, default=None,
-              help="Fallback voxel size Z,Y,X in um when neither the manifest nor the TIFF says.")
+              help="Fallback voxel size Z,Y,X in um when neither the manifest nor the file says.")
 @click.option("--platemap", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               default=None, help="Plate map CSV: a 'well' column ('plate' too when the screen "
               "has several), every other column a Metadata_ column of every table (kept in "

@@ -2,17 +2,21 @@
 
 Columns (see README): required ``path_signal``, ``path_target``; optional
 ``path_mask``, ``plate``, ``well``, ``field``, ``split``, ``channel_signal``,
-``channel_target``, ``channel_mask``, ``t`` (time point of files with a time axis),
-``voxel_z``, ``voxel_y``, ``voxel_x``. A YX image (or a stack of one z plane) is a
+``channel_target``, ``channel_mask`` (an index or a channel name), ``scene`` (an
+index or a name: an OME-TIFF series, a CZI/LIF scene), ``t`` (time point of files
+with a time axis), ``voxel_z``, ``voxel_y``, ``voxel_x``. Files are TIFF or anything
+bioio reads (:mod:`spotlight_scale.io.images`). A YX image (or a stack of one z plane) is a
 2D field, for which ``voxel_z`` may be left out; a manifest mixing 2D fields and
 z-stacks is refused. Paths are relative to
 the CSV's folder unless absolute. Voxel size comes from the columns, else from
-the TIFF's metadata (ImageJ or OME), else from ``default_voxel_size``, and must
+the file's metadata (ImageJ or OME, a bioio plugin's physical pixel sizes), else
+from ``default_voxel_size``, and must
 lie in a plausible range (:mod:`spotlight_scale.core.validate`). A UTF-8 byte
 order mark (Excel's "CSV UTF-8") is accepted.
 
-Validation reads TIFF headers only (shape, axes, metadata), not pixel data, and
-collects every problem; each message names the CSV line and the file.
+Validation reads file headers only (shape, axes, metadata), not pixel data, and
+collects every problem; each message names the CSV line and the file. Channel
+names are resolved to indices here: a row holds indices.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("path_signal", "path_target")
 OPTIONAL = ("path_mask", "plate", "well", "field", "split", "channel_signal", "channel_target",
-            "channel_mask", "t", "voxel_z", "voxel_y", "voxel_x")
+            "channel_mask", "scene", "t", "voxel_z", "voxel_y", "voxel_x")
 SPLITS = ("train", "val", "test")
 
 
@@ -60,6 +64,7 @@ class ManifestRow:
     nbytes: int = 0
     channel_mask: int | None = None
     t: int | None = None  # time point of files with a time axis
+    scene: int | str | None = None  # scene (series) of multi-scene files, as given
     extra: dict[str, Any] = dc_field(default_factory=dict)
 
     def source(self) -> dict[str, Any]:
@@ -70,7 +75,7 @@ class ManifestRow:
         out = {"manifest_line": self.line, "voxel_size_um": list(self.voxel_size),
                "shape_zyx": list(self.shape),
                "channel_signal": self.channel_signal, "channel_target": self.channel_target}
-        out.update({k: getattr(self, k) for k in ("channel_mask", "t")
+        out.update({k: getattr(self, k) for k in ("channel_mask", "t", "scene")
                     if getattr(self, k) is not None})
         for name, p in files.items():
             st = p.stat()
@@ -80,36 +85,20 @@ class ManifestRow:
         return out
 
 
-def _tiff_header(path: Path, channel: int | None, t: int | None = None):
-    """(shape ZYX, voxel size or None, nbytes) from a TIFF header, or raise ValueError.
+def _image_header(path: Path, channel, t: int | None = None, scene=None):
+    """(shape ZYX, voxel size or None, nbytes, channel index) from a file's header, or
+    raise ValueError (the file is named by the caller).
 
     A single plane's shape is (1, Y, X); its voxel size may have ``None`` for z.
     """
-    import numpy as np
-
-    from .tiff import _voxel_size, open_tiff, select_axes
+    from .images import ImageError, read_header
 
     try:
-        with open_tiff(path) as tif:
-            series = tif.series[0]
-            axes, shape = series.axes.upper(), list(series.shape)
-            voxel = _voxel_size(tif, series)
-            dtype = series.dtype
-            # touch the first and last page: catches truncated files cheaply
-            pages = tif.pages
-            pages[0].asarray()
-            if len(pages) > 1:
-                pages[len(pages) - 1].asarray()
-    except FileNotFoundError:
-        raise ValueError("file not found") from None
-    except ValueError as exc:
-        if str(exc).startswith(("truncated", "damaged")):
-            raise
-        raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
-    except Exception as exc:
-        raise ValueError(f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
-    _, _, zyx = select_axes(axes, shape, channel, t)
-    return zyx, voxel, int(np.prod(zyx)) * np.dtype(dtype).itemsize
+        head = read_header(path, scene)
+    except ImageError as exc:
+        raise ValueError(exc.reason) from None
+    _, _, zyx = head.select(channel, t)
+    return zyx, head.voxel_size, head.nbytes(zyx), head.channel_index(channel)
 
 
 def _complete_voxel(voxel, planar: bool):
@@ -133,6 +122,19 @@ def _int_or_none(value: str, col: str, line: int, errors: list[str]) -> int | No
         return None
 
 
+def _index_or_name(value: str, col: str, line: int, errors: list[str]) -> int | str | None:
+    """A ``channel_*``/``scene`` value: empty (None), an index (digits) or a name."""
+    if value in (None, ""):
+        return None
+    if value.lstrip("-").isdigit():
+        if int(value) < 0:
+            errors.append(f"line {line}: column {col!r} must be an index (0 or more) or a "
+                          f"name, got {value!r}")
+            return None
+        return int(value)
+    return value
+
+
 def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = "fail"
                   ) -> tuple[list[ManifestRow], list[dict[str, Any]]]:
     """Read and validate a manifest.
@@ -142,7 +144,7 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
     path : path
         The CSV file.
     default_voxel_size : (z, y, x) in um, optional
-        Used for rows whose columns and TIFF metadata give no voxel size.
+        Used for rows whose columns and file metadata give no voxel size.
     on_error : {"fail", "skip"}
         ``fail`` raises :class:`ManifestError` listing every problem; ``skip``
         returns the valid rows and a list of failures (dicts with line, file, error).
@@ -193,8 +195,9 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
         for c in REQUIRED:
             if files[c] is None:
                 errors.append(f"line {line}: empty required column {c!r}")
-        ch = {c: _int_or_none(rec.get(c, ""), c, line, errors)
+        ch = {c: _index_or_name(rec.get(c, ""), c, line, errors)
               for c in ("channel_signal", "channel_target", "channel_mask")}
+        scene = _index_or_name(rec.get("scene", ""), "scene", line, errors)
         t = _int_or_none(rec.get("t", ""), "t", line, errors)
         if t is not None and t < 0:
             errors.append(f"line {line}: column 't' must be 0 or more, got {t}")
@@ -205,7 +208,7 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
                 continue
             channel = ch.get(c.replace("path_", "channel_"))
             try:
-                headers[c] = _tiff_header(p, channel, t)
+                headers[c] = _image_header(p, channel, t, scene)
             except ValueError as exc:
                 errors.append(f"line {line}: {c} {p}: {exc}")
                 bad_file = bad_file or str(p)
@@ -251,7 +254,7 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
         if voxel is None and "path_signal" in headers:
             voxel = _complete_voxel(headers["path_signal"][1], planar) or _complete_voxel(
                 headers.get("path_target", (None, None))[1], planar)
-            voxel_from = f"the TIFF metadata of {files['path_signal']}"
+            voxel_from = f"the metadata of {files['path_signal']}"
         if voxel is None and default_voxel_size is not None:
             voxel, voxel_from = tuple(float(v) for v in default_voxel_size), "--voxel-size"
         problem = voxel_size_problem(voxel) if voxel is not None else None
@@ -262,7 +265,11 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
         elif voxel is None and not any(vcols):
             cols = "voxel_y/voxel_x" if planar else "voxel_z/voxel_y/voxel_x"
             errors.append(f"line {line}: no voxel size for {files['path_signal']}: add {cols} "
-                          "columns, use TIFFs with ImageJ/OME metadata, or pass --voxel-size")
+                          "columns, use files that carry it (ImageJ/OME-TIFF, CZI, ...), or "
+                          "pass --voxel-size")
+        for c in ch:  # channel names become indices into each role's file
+            if c.replace("channel_", "path_") in headers:
+                ch[c] = headers[c.replace("channel_", "path_")][3]
         if errors:
             failures.append({"line": line, "file": bad_file or str(files["path_signal"] or ""),
                              "error": "; ".join(errors)})
@@ -273,7 +280,8 @@ def read_manifest(path: str | Path, *, default_voxel_size=None, on_error: str = 
             line=line, key=None, split=split,  # key assigned below, after derivation
             path_signal=files["path_signal"], path_target=files["path_target"],
             path_mask=files["path_mask"], channel_signal=ch["channel_signal"],
-            channel_target=ch["channel_target"], channel_mask=ch["channel_mask"], t=t,
+            channel_target=ch["channel_target"], channel_mask=ch["channel_mask"],
+            t=t, scene=scene,
             voxel_size=voxel,
             shape=shapes["path_signal"], nbytes=sum(h[2] for h in headers.values()),
             extra={"plate": plate, "well": well, "field": field_no}))

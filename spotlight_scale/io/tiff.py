@@ -117,8 +117,8 @@ def check_complete(tif) -> None:
                          f"holds {len(pages)}")
 
 
-def read_volume(path: str | Path, channel: int | None = None, t: int | None = None
-                ) -> tuple[np.ndarray, tuple[float | None, float, float] | None]:
+def read_volume(path: str | Path, channel: int | None = None, t: int | None = None, *,
+                scene: int = 0) -> tuple[np.ndarray, tuple[float | None, float, float] | None]:
     """Read a z-stack as ZYX (a single plane as 1YX) and its voxel size (um) from ImageJ or
     OME metadata, if any (z is None when the file gives only the pixel size).
 
@@ -128,14 +128,19 @@ def read_volume(path: str | Path, channel: int | None = None, t: int | None = No
         Channel to take from a multi-channel file (required when there is more than one).
     t : int, optional
         Time point to take from a file with a time axis (required when there is more than one).
+    scene : int
+        The series (an OME-TIFF's image) to read; the first by default.
     """
     path = Path(path)
     try:
         with open_tiff(path) as tif:
-            series = tif.series[0]
+            if not 0 <= scene < len(tif.series):
+                raise ValueError(f"scene {scene} out of range (the file has "
+                                 f"{len(tif.series)} series)")
+            series = tif.series[scene]
             axes = series.axes.upper()
             data = series.asarray()
-            voxel = _voxel_size(tif, series)
+            voxel = _voxel_size(tif, series, scene)
     except FileNotFoundError:
         raise TiffError(f"{path}: file not found") from None
     except ValueError as exc:
@@ -198,7 +203,22 @@ def select_axes(axes: str, shape, channel: int | None = None, t: int | None = No
     return take, "YX", (1, dims["Y"], dims["X"])
 
 
-def _voxel_size(tif, series) -> tuple[float | None, float, float] | None:
+def ome_images(tif) -> list | None:
+    """The ``Image`` elements of an OME-TIFF's metadata, in order (None: not OME or unparsable)."""
+    import xml.etree.ElementTree as ET
+
+    if not tif.is_ome:
+        return None
+    try:
+        root = ET.fromstring(tif.ome_metadata)
+    except (ET.ParseError, TypeError, ValueError):
+        return None
+    return [el for el in root if el.tag.rsplit("}", 1)[-1] == "Image"]
+
+
+def _voxel_size(tif, series, index: int = 0) -> tuple[float | None, float, float] | None:
+    """Voxel size (um) of series ``index`` from ImageJ or OME metadata (OME units
+    converted; None when absent or in a unit that is not a length)."""
     ij = tif.imagej_metadata
     page = tif.pages[0]
     # ImageJ: z spacing as "spacing", y/x as resolution; a single plane has no spacing, and
@@ -214,16 +234,21 @@ def _voxel_size(tif, series) -> tuple[float | None, float, float] | None:
             return (z, float(y), float(x))
         except (KeyError, ZeroDivisionError):
             return None
-    if tif.is_ome:
-        import xml.etree.ElementTree as ET
+    images = ome_images(tif)
+    if images:
+        from .images import to_um
 
-        try:
-            root = ET.fromstring(tif.ome_metadata)
-            pixels = next(el for el in root.iter() if el.tag.endswith("Pixels"))
-            vals = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
-            if all(v is not None for v in vals[1:]):
-                # a single plane often has no PhysicalSizeZ: z is None then
-                return tuple(None if v is None else float(v) for v in vals)
-        except (ET.ParseError, StopIteration, ValueError):
+        if index >= len(images):
             return None
+        pixels = next((el for el in images[index] if el.tag.endswith("Pixels")), None)
+        if pixels is None:
+            return None
+        try:
+            vals = [to_um(pixels.get(f"PhysicalSize{a}"), pixels.get(f"PhysicalSize{a}Unit"))
+                    for a in "ZYX"]
+        except ValueError:
+            return None
+        if all(v is not None for v in vals[1:]):
+            # a single plane often has no PhysicalSizeZ: z is None then
+            return tuple(vals)
     return None

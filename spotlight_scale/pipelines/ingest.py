@@ -95,7 +95,8 @@ def _params(settings: IngestSettings, row: ManifestRow) -> dict[str, Any]:
     out = {"settings": settings.as_dict(), "voxel_size_um": [float(v) for v in row.voxel_size],
            "channel_signal": row.channel_signal, "channel_target": row.channel_target}
     # only when set, so that the fingerprints of fields ingested before these columns hold
-    out.update({k: getattr(row, k) for k in ("channel_mask", "t") if getattr(row, k) is not None})
+    out.update({k: getattr(row, k) for k in ("channel_mask", "t", "scene")
+                if getattr(row, k, None) is not None})
     return out
 
 
@@ -192,7 +193,7 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
     from ..core.resample import resample
     from ..core.stats import channel_statistics
     from ..io.fields import write_field
-    from ..io.tiff import read_volume
+    from ..io.images import read_image
 
     store = Store(store_root)
     params = _params(settings, row)
@@ -206,9 +207,9 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
         return {**summary, "status": "unchanged", "stored_bytes": 0, "n_patches": 0}
 
     # read and check everything before touching the store: a bad input keeps the old field
-    signal, _ = read_volume(row.path_signal, row.channel_signal, row.t)
-    target, _ = read_volume(row.path_target, row.channel_target, row.t)
-    mask = (read_volume(row.path_mask, row.channel_mask, row.t)[0]
+    signal, _ = read_image(row.path_signal, row.channel_signal, row.t, row.scene)
+    target, _ = read_image(row.path_target, row.channel_target, row.t, row.scene)
+    mask = (read_image(row.path_mask, row.channel_mask, row.t, row.scene)[0]
             if row.path_mask is not None else None)
     for name, arr in (("target", target), ("mask", mask)):
         if arr is not None and arr.shape != signal.shape:
