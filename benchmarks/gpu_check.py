@@ -335,28 +335,35 @@ def part_dask_cuda(ctx):
         raise Skip(missing)
     work = Path(ctx["work"]) / "dask-cuda"
     shape = ",".join(map(str, S["small_shape"]))
-    _cli("synth", work / "raw", "--plate", "G", "--wells", 1, "--fields", 2, "--shape", shape,
-         "--voxel-size", "0.29,0.29,0.29", "--seed", 3, "-q", cwd=work.parent)
-    _cli("ingest", work / "raw" / "manifest.csv", work / "store", "--no-resample",
-         "--workers", 1, "--patch", ",".join(map(str, S["patch"])), "-q", cwd=work.parent)
-    _model_file(work / "run", dev, dict(depth=S["depth"], channels=S["channels"]))
-    # the dry run cannot start a dask-cuda worker: it runs the same predict on a LocalCluster,
+    # the dry run cannot start a dask-cuda worker: it runs the same steps on a LocalCluster,
     # so everything around the worker is exercised, and records the part as skipped
     kind = "local" if missing else "cuda"
+    stages = {}
     t0 = time.perf_counter()
     with open_client(kind, workers=1 if kind == "local" else None) as client:
-        start_s = time.perf_counter() - t0
+        stages["cluster_start_s"] = time.perf_counter() - t0
+        address = client.scheduler.address
         workers = len(client.scheduler_info()["workers"])
         seen = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        t0 = time.perf_counter()
+        _cli("synth", work / "raw", "--plate", "G", "--wells", 1, "--fields", 2, "--shape",
+             shape, "--voxel-size", "0.29,0.29,0.29", "--seed", 3, "-q", cwd=work.parent)
+        stages["synth_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _cli("ingest", work / "raw" / "manifest.csv", work / "store", "--no-resample",
+             "--cluster", address, "--patch", ",".join(map(str, S["patch"])), "-q",
+             cwd=work.parent)
+        stages["ingest_s"] = time.perf_counter() - t0
+        _model_file(work / "run", dev, dict(depth=S["depth"], channels=S["channels"]))
         res = predict(work / "store", work / "run", "daskcuda", split="all", tile=S["tile"],
-                      overlap=S["overlap"], cluster=client.scheduler.address, device=dev,
-                      progress_stream=None)
+                      overlap=S["overlap"], cluster=address, device=dev, progress_stream=None)
         peaks = (list(client.run(torch.cuda.max_memory_allocated).values()) if dev == "cuda"
                  else [])
+    start_s = stages["cluster_start_s"]
     if res["done"] < 1 or res["failed"]:
         raise RuntimeError(f"predict on the {kind} cluster: {res}")
     metrics = {"cluster": kind, "workers": workers, "cuda_visible_devices": sorted(
-        str(v) for v in seen.values()), "cluster_start_s": start_s, "done": res["done"],
+        str(v) for v in seen.values()), **stages, "done": res["done"],
         "voxels": res["voxels"], "seconds": res["seconds"],
         "voxels_s": res["voxels"] / res["seconds"],
         "worker_peak_gpu_mb": max(peaks) / 2**20 if peaks else None}
