@@ -22,7 +22,7 @@ PARTS = ["train_protocol", "train_trainer", "cached_sampler", "predict", "train_
          "dask_cuda", "pytest_gpu", "train_compile"]
 
 
-def _run(*args, timeout=600):
+def _run(*args, timeout=1200):
     env = dict(os.environ, PYTHON=sys.executable)
     return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout, cwd=REPO)
