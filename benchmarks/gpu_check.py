@@ -154,6 +154,10 @@ def _cached(ctx, device, keys=None):
                           seed=0, device=device)
 
 
+def _params(n: int) -> str:
+    return f"{n / 1e6:.1f} M params" if n >= 10**6 else f"{n:,} params"
+
+
 def _loop(S):
     return dict(batch_size=S["batch"], rank=0, world=1, start_iteration=0)
 
@@ -196,7 +200,7 @@ def part_train_protocol(ctx):
                "iterations": S["iterations"], "warmup": S["warmup"], "variants": out,
                "best": best, "compute_bound_it_s": COMPUTE_BOUND_IT_S}
     summary = "; ".join(f"{k} {v['it_s']:.2f} it/s" for k, v in out.items())
-    return metrics, f"{summary} ({params / 1e6:.1f} M params, batch {S['batch']})"
+    return metrics, f"{summary} ({_params(params)}, batch {S['batch']})"
 
 
 def part_train_trainer(ctx):
@@ -254,7 +258,10 @@ def part_cached_sampler(ctx):
                "ratio_device_cpu": rates[dev]["patches_s"] / rates["cpu"]["patches_s"],
                "batch": S["batch"], "patch": list(S["patch"]), "by_device": rates,
                "goal_patches_s": 1300}
-    return metrics, (f"{metrics['patches_s_device']:.0f} patches/s on {dev} vs "
+    if dev == "cpu":
+        return metrics, (f"{metrics['patches_s_cpu']:.0f} patches/s on the CPU (no GPU to "
+                         "compare with)")
+    return metrics, (f"{metrics['patches_s_device']:.0f} patches/s on the GPU vs "
                      f"{metrics['patches_s_cpu']:.0f} on the CPU "
                      f"({metrics['ratio_device_cpu']:.1f}x; goal >= 1300)")
 
@@ -332,7 +339,7 @@ def part_dask_cuda(ctx):
     if importlib.util.find_spec("dask_cuda") is None:
         missing = "dask-cuda is not installed (pip install -e '.[gpu-cu12]' or '.[gpu-cu13]')"
     elif dev != "cuda":
-        missing = "no GPU (dry run): LocalCUDACluster needs one"
+        missing = "the dry run uses no GPU, and LocalCUDACluster needs one"
     if missing and not ctx["dry"]:
         raise Skip(missing)
     work = Path(ctx["work"]) / "dask-cuda"
@@ -582,12 +589,22 @@ def build_store(work: Path, S: dict, workers: int) -> Path:
     return work / "store"
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children and their waited-for descendants (the
+    part's process, its Dask workers, the nested pytest)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _run_part(name, ctx_path, out: Path, limit_s: float) -> dict:
     res_path = out / "logs" / f"{name}.result.json"
     log_path = out / "logs" / f"{name}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--ctx", str(ctx_path),
            "--result", str(res_path)]
     t0 = time.perf_counter()
+    cpu0 = _children_cpu_s()
     with open(log_path, "w") as log:
         # its own session: on a timeout the whole group (Dask workers, pytest) is ended
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -599,6 +616,7 @@ def _run_part(name, ctx_path, out: Path, limit_s: float) -> dict:
             proc.wait()
             rc = None
     seconds = time.perf_counter() - t0
+    cpu_s = _children_cpu_s() - cpu0
     if res_path.exists():
         res = json.loads(res_path.read_text())
     elif rc is None:
@@ -611,7 +629,8 @@ def _run_part(name, ctx_path, out: Path, limit_s: float) -> dict:
     res.setdefault("summary", "")
     res.setdefault("peak_gpu_mb", None)
     res.setdefault("peak_rss_mb", None)
-    res.update(seconds=round(seconds, 2), limit_s=limit_s, log=f"logs/{log_path.name}")
+    res.update(seconds=round(seconds, 2), cpu_s=round(cpu_s, 2), limit_s=limit_s,
+               log=f"logs/{log_path.name}")
     return res
 
 
@@ -632,19 +651,21 @@ def markdown(report: dict) -> str:
                  f"{env['cpu_count']} CPU cores")
     lines = [f"### {title}", "",
              f"{report['started_utc']}, commit {env.get('commit')}, {where}; "
-             f"total {report['total_seconds']:.0f} s of a {report['budget_s']:.0f} s budget. "
+             f"total {report['total_seconds']:.0f} s of a {report['budget_s']:.0f} s budget "
+             f"({report['cpu_seconds']:.0f} CPU-seconds). "
              f"`bash benchmarks/gpu_check.sh {'--dry-run ' if report['dry_run'] else ''}OUTDIR`",
              "",
-             "| part | status | result | peak GPU MiB | peak RSS MiB | s |",
-             "|---|---|---|---|---|---|"]
+             "| part | status | result | peak GPU MiB | peak RSS MiB | s | CPU s |",
+             "|---|---|---|---|---|---|---|"]
     setup = report["setup"]
     lines.append(f"| setup (synth + ingest) | {setup['status']} | {setup.get('summary') or setup.get('reason') or ''} "
-                 f"| | | {_fmt(setup['seconds'], 1)} |")
+                 f"| | | {_fmt(setup['seconds'], 1)} | |")
     for p in report["parts"]:
         text = p["summary"] if p["status"] == "ok" else (p["reason"] or "")
         text = text.replace("|", "/").replace("\n", " ")
         lines.append(f"| {p['name']} | {p['status']} | {text} | {_fmt(p['peak_gpu_mb'])} | "
-                     f"{_fmt(p['peak_rss_mb'])} | {_fmt(p['seconds'], 1)} |")
+                     f"{_fmt(p['peak_rss_mb'])} | {_fmt(p['seconds'], 1)} | "
+                     f"{_fmt(p.get('cpu_s'), 1)} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -729,6 +750,10 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    import resource
+
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    report["cpu_seconds"] = round(me.ru_utime + me.ru_stime + _children_cpu_s(), 1)
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     (out / "gpu_check.md").write_text(markdown(report))
     n_err = sum(p["status"] == "error" for p in report["parts"]) + (setup["status"] == "error")
