@@ -464,6 +464,13 @@ def part_train_compile(ctx):
     saved_per_it = 1 / res["eager"]["it_s"] - 1 / res["compiled"]["it_s"]
     breakeven = extra / saved_per_it if saved_per_it > 0 else None
     pays = bool(speedup >= 1.05 and breakeven is not None and breakeven < 50_000)
+    if ctx["dry"]:
+        metrics = {"backend": backend, "speedup": speedup, "pays": None, "compile_s": extra,
+                   "it_s_eager": res["eager"]["it_s"], "it_s_compiled": res["compiled"]["it_s"],
+                   "autocast": "none", "variants": res}
+        return metrics, (f"torch.compile (backend {backend}) traced and trained: "
+                         f"{res['compiled']['it_s']:.2f} it/s vs eager {res['eager']['it_s']:.2f} "
+                         "(dry run: no speed claim)")
     metrics = {"backend": backend, "speedup": speedup, "pays": pays,
                "compile_s": extra, "breakeven_iterations": breakeven,
                "it_s_eager": res["eager"]["it_s"], "it_s_compiled": res["compiled"]["it_s"],
@@ -505,6 +512,8 @@ def run_child(name: str, ctx_path: Path, result_path: Path) -> int:
     ctx["S"] = {k: tuple(v) if isinstance(v, list) else v for k, v in ctx["S"].items()}
     res = {"name": name, "status": "error", "reason": None, "summary": "", "metrics": {}}
     try:
+        if name in os.environ.get("GPU_CHECK_FAIL", "").split(","):  # for the script's own test
+            raise RuntimeError("failure injected by GPU_CHECK_FAIL")
         torch = _torch()
         if ctx["device"] == "cuda":
             torch.cuda.reset_peak_memory_stats()
