@@ -397,8 +397,10 @@ def part_pytest_gpu(ctx):
                    if "mark.gpu" in f.read_text())
     if not files:
         raise RuntimeError("no test file under tests/ uses the gpu marker")
+    # its own --basetemp: a nested session must not rotate away the temporary directories
+    # of a pytest session that runs this script (tests/test_gpu_check.py)
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", *files, "-p", "no:cacheprovider",
-           f"--junitxml={xml}"]
+           f"--junitxml={xml}", f"--basetemp={Path(ctx['work']) / 'pytest-gpu'}"]
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=REPO, env=env).returncode
     seconds = time.perf_counter() - t0
