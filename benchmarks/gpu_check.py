@@ -158,6 +158,16 @@ def _params(n: int) -> str:
     return f"{n / 1e6:.1f} M params" if n >= 10**6 else f"{n:,} params"
 
 
+def _partial(ctx, metrics: dict) -> None:
+    """Save what a part has measured so far: if it is then killed at its time limit, the
+    report keeps these figures (with the timeout as the reason)."""
+    path = ctx.get("result_path")
+    if path:
+        Path(path).write_text(json.dumps({"name": ctx["part"], "status": "error",
+                                          "reason": "did not finish", "summary": "",
+                                          "metrics": metrics}, default=str))
+
+
 def _loop(S):
     return dict(batch_size=S["batch"], rank=0, world=1, start_iteration=0)
 
@@ -194,6 +204,7 @@ def part_train_protocol(ctx):
                                autocast=_bf16(ctx) if v["bf16"] else nullcontext(), sync=sync)
         out[name] = {"it_s": its, "loss": loss, "peak_gpu_mb": _gpu_peak_mb(ctx), **v}
         del model
+        _partial(ctx, {"variants": out})
     torch.backends.cudnn.benchmark = False
     best = max(out, key=lambda k: out[k]["it_s"])
     metrics = {"params": params, "batch": S["batch"], "patch": list(S["patch"]),
@@ -459,6 +470,8 @@ def part_train_compile(ctx):
         res[name] = {"it_s": its, "first_two_steps_s": first_s, "loss": loss,
                      "peak_gpu_mb": _gpu_peak_mb(ctx)}
         del run, model
+        # kept if the compile then runs past the part's time limit
+        _partial(ctx, {"backend": backend, "variants": res})
     speedup = res["compiled"]["it_s"] / res["eager"]["it_s"]
     # "pays": faster by 5 % or more, and the compile cost is won back within the paper's
     # 50 000 iterations
@@ -512,6 +525,7 @@ def run_child(name: str, ctx_path: Path, result_path: Path) -> int:
     """Run one part in this process and write its result (never raises)."""
     ctx = json.loads(ctx_path.read_text())
     ctx["S"] = {k: tuple(v) if isinstance(v, list) else v for k, v in ctx["S"].items()}
+    ctx.update(part=name, result_path=str(result_path))
     res = {"name": name, "status": "error", "reason": None, "summary": "", "metrics": {}}
     try:
         if name in os.environ.get("GPU_CHECK_FAIL", "").split(","):  # for the script's own test
@@ -614,6 +628,7 @@ def _run_part(name, ctx_path, out: Path, limit_s: float) -> dict:
     log_path = out / "logs" / f"{name}.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--ctx", str(ctx_path),
            "--result", str(res_path)]
+    res_path.unlink(missing_ok=True)  # never read a result left by an earlier run in OUTDIR
     t0 = time.perf_counter()
     cpu0 = _children_cpu_s()
     with open(log_path, "w") as log:
@@ -630,6 +645,15 @@ def _run_part(name, ctx_path, out: Path, limit_s: float) -> dict:
     cpu_s = _children_cpu_s() - cpu0
     if res_path.exists():
         res = json.loads(res_path.read_text())
+        partial = res.get("reason") == "did not finish"
+        if partial and rc is None:  # killed after saving a partial result
+            res["reason"] = (f"timed out after {limit_s:.0f} s (the figures measured before "
+                             "are kept)")
+        elif partial:  # died after saving a partial result
+            res["reason"] = (f"part process exited {rc} before finishing (see "
+                             f"{log_path.name}; the figures measured before are kept)")
+        elif rc is None:  # the result was complete; the process hung on its way out
+            res["note"] = f"the part's process was killed at {limit_s:.0f} s after its result"
     elif rc is None:
         res = {"name": name, "status": "error", "reason": f"timed out after {limit_s:.0f} s",
                "metrics": {}}
