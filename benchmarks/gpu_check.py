@@ -77,7 +77,7 @@ SIZES = {
 #: (generous: on a loaded 2-core CI machine the dry run's parts are slow, and a dry run that
 #: ran out of time would prove nothing). The run as a whole also stops starting parts at
 #: --budget-s (default GPU_BUDGET_S, or DRY_BUDGET_S).
-LIMIT_S = {"train_protocol": 100, "train_trainer": 60, "cached_sampler": 40, "predict": 90,
+LIMIT_S = {"setup": 90, "train_protocol": 100, "train_trainer": 60, "cached_sampler": 40, "predict": 90,
            "train_2d": 40, "dask_cuda": 90, "pytest_gpu": 120, "train_compile": 150}
 DRY_LIMIT_S = 300
 GPU_BUDGET_S, DRY_BUDGET_S = 420.0, 900.0
@@ -495,6 +495,27 @@ def part_train_compile(ctx):
                      f"{'pays' if pays else 'does not pay'}")
 
 
+def build_store(work: Path, S: dict, workers: int) -> Path:
+    """The shared synthetic screen, ingested with the training patch's foreground index."""
+    from _common import make_screen
+
+    from spotlight_scale.pipelines.ingest import IngestSettings, ingest
+
+    man = make_screen(work / "raw", S["fields"], shape=tuple(S["field_shape"]))
+    ingest(man, work / "store", IngestSettings(isotropic_um=None, patch=tuple(S["patch"])),
+           workers=workers, progress_stream=None)
+    return work / "store"
+
+
+def part_setup(ctx):
+    """The shared store (run first, in its own process and time limit like the parts)."""
+    S = ctx["S"]
+    store = build_store(Path(ctx["work"]) / "shared", S,
+                        1 if ctx["dry"] else min(4, os.cpu_count() or 1))
+    return {"store": str(store), "fields": S["fields"], "field_shape": list(S["field_shape"])}, \
+        f"{S['fields']} fields of {tuple(S['field_shape'])}, patch index {tuple(S['patch'])}"
+
+
 class PartFailed(Exception):
     """The part ran and measured, but what it checks failed (e.g. a GPU test)."""
 
@@ -509,6 +530,7 @@ PARTS = {
     "pytest_gpu": part_pytest_gpu,
     "train_compile": part_train_compile,
 }
+RUNNABLE = {"setup": part_setup, **PARTS}
 NEEDS_STORE = {"train_protocol", "train_trainer", "cached_sampler", "predict", "train_compile"}
 
 
@@ -533,7 +555,7 @@ def run_child(name: str, ctx_path: Path, result_path: Path) -> int:
         torch = _torch()
         if ctx["device"] == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        metrics, summary = PARTS[name](ctx)
+        metrics, summary = RUNNABLE[name](ctx)
         res.update(status="ok", metrics=metrics, summary=summary)
     except Skip as e:
         res.update(status="skipped", reason=str(e.args[0]),
@@ -602,16 +624,6 @@ def check_gpu() -> str | None:
     return None
 
 
-def build_store(work: Path, S: dict, workers: int) -> Path:
-    """The shared synthetic screen, ingested with the training patch's foreground index."""
-    from _common import make_screen
-
-    from spotlight_scale.pipelines.ingest import IngestSettings, ingest
-
-    man = make_screen(work / "raw", S["fields"], shape=tuple(S["field_shape"]))
-    ingest(man, work / "store", IngestSettings(isotropic_um=None, patch=tuple(S["patch"])),
-           workers=workers, progress_stream=None)
-    return work / "store"
 
 
 def _children_cpu_s() -> float:
@@ -692,15 +704,16 @@ def markdown(report: dict) -> str:
              "",
              "| part | status | result | peak GPU MiB | peak RSS MiB | s | CPU s |",
              "|---|---|---|---|---|---|---|"]
-    setup = report["setup"]
-    lines.append(f"| setup (synth + ingest) | {setup['status']} | {setup.get('summary') or setup.get('reason') or ''} "
-                 f"| | | {_fmt(setup['seconds'], 1)} | |")
-    for p in report["parts"]:
+    for p in [dict(report["setup"], name="setup (synth + ingest)"), *report["parts"]]:
         text = p["summary"] if p["status"] == "ok" else (p["reason"] or "")
         text = text.replace("|", "/").replace("\n", " ")
-        lines.append(f"| {p['name']} | {p['status']} | {text} | {_fmt(p['peak_gpu_mb'])} | "
-                     f"{_fmt(p['peak_rss_mb'])} | {_fmt(p['seconds'], 1)} | "
+        lines.append(f"| {p['name']} | {p['status']} | {text} | {_fmt(p.get('peak_gpu_mb'))} | "
+                     f"{_fmt(p.get('peak_rss_mb'))} | {_fmt(p['seconds'], 1)} | "
                      f"{_fmt(p.get('cpu_s'), 1)} |")
+    if not report.get("complete"):
+        lines.append("")
+        lines.append("**Incomplete**: written while the run was going on (it was killed, or "
+                     "is still running); the parts listed are those done.")
     lines.append("")
     return "\n".join(lines)
 
@@ -746,26 +759,37 @@ def main(argv=None) -> int:
           f"budget {budget:.0f} s; output {out}", flush=True)
     report = {"schema": SCHEMA, "dry_run": dry, "started_utc": started, "budget_s": budget,
               "environment": env, "sizes": S, "parts": []}
+    ctx = {"device": device, "dry": dry, "S": S, "store": None, "work": str(work),
+           "out": str(out)}
+    ctx_path = work / "ctx.json"
+
+    def write(final: bool = False):
+        """The report so far: written after every part, so that a run killed from outside
+        still leaves the figures measured before."""
+        import resource
+
+        report["complete"] = final
+        report["total_seconds"] = round(time.perf_counter() - t_start, 2)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        report["cpu_seconds"] = round(me.ru_utime + me.ru_stime + _children_cpu_s(), 1)
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (out / "gpu_check.md").write_text(markdown(report))
+
     try:
-        t0 = time.perf_counter()
-        setup = {"status": "ok", "reason": None}
-        store = None
         if any(p in NEEDS_STORE for p in parts):
-            try:
-                store = build_store(work, S, 1 if dry else min(4, os.cpu_count() or 1))
-                setup["summary"] = (f"{S['fields']} fields of {tuple(S['field_shape'])}, patch "
-                                    f"index {tuple(S['patch'])}")
-            except Exception as e:  # noqa: BLE001 - recorded; parts that need it say so
-                traceback.print_exc()
-                setup.update(status="error", reason=f"{type(e).__name__}: {e}"[:500])
+            ctx_path.write_text(json.dumps(ctx))
+            setup = _run_part("setup", ctx_path, out,
+                              min(DRY_LIMIT_S if dry else LIMIT_S["setup"], budget))
+            ctx["store"] = setup["metrics"].get("store") if setup["status"] == "ok" else None
         else:
-            setup.update(status="skipped", reason="no selected part needs the shared store")
-        setup["seconds"] = round(time.perf_counter() - t0, 2)
+            setup = {"name": "setup", "status": "skipped", "summary": "", "metrics": {},
+                     "reason": "no selected part needs the shared store", "seconds": 0.0}
         report["setup"] = setup
-        ctx = {"device": device, "dry": dry, "S": S, "store": str(store) if store else None,
-               "work": str(work), "out": str(out)}
-        ctx_path = work / "ctx.json"
+        print(f"  setup: {setup['status']} ({setup['seconds']:.1f} s) "
+              f"{setup['summary'] if setup['status'] == 'ok' else setup['reason']}", flush=True)
+        store = ctx["store"]
         ctx_path.write_text(json.dumps(ctx))
+        write()
         for name in parts:
             left = budget - (time.perf_counter() - t_start)
             if left < 10:
@@ -782,15 +806,10 @@ def main(argv=None) -> int:
             report["parts"].append(res)
             print(f"  {name}: {res['status']} ({res['seconds']:.1f} s) "
                   f"{res['summary'] if res['status'] == 'ok' else res['reason']}", flush=True)
+            write()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    report["total_seconds"] = round(time.perf_counter() - t_start, 2)
-    import resource
-
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    report["cpu_seconds"] = round(me.ru_utime + me.ru_stime + _children_cpu_s(), 1)
-    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "gpu_check.md").write_text(markdown(report))
+    write(final=True)
     n_err = sum(p["status"] == "error" for p in report["parts"]) + (setup["status"] == "error")
     print(f"gpu_check: {report['total_seconds']:.0f} s; {n_err} error(s); wrote "
           f"{out / 'gpu_check.json'} and {out / 'gpu_check.md'}", flush=True)

@@ -48,7 +48,7 @@ def test_dry_run_report_schema(dry_run):
     assert report["dry_run"] is True
     env = report["environment"]
     assert env["device"] == "cpu" and env["torch"] == torch.__version__
-    assert report["setup"]["status"] == "ok"
+    assert report["setup"]["status"] == "ok" and report["complete"] is True
     assert 0 < report["total_seconds"] <= report["budget_s"]
     assert [p["name"] for p in report["parts"]] == PARTS
     for p in report["parts"]:
@@ -124,6 +124,8 @@ def test_dry_run_markdown_table(dry_run):
     assert rows[0].startswith("| part | status |")
     for name, p in parts.items():
         assert any(r.startswith(f"| {name} | {p['status']} |") for r in rows), name
+    assert rows[2].startswith("| setup (synth + ingest) | ok |")
+    assert "Incomplete" not in md
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the full check would run")
