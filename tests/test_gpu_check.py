@@ -124,7 +124,7 @@ def test_dry_run_markdown_table(dry_run):
     assert rows[0].startswith("| part | status |")
     for name, p in parts.items():
         assert any(r.startswith(f"| {name} | {p['status']} |") for r in rows), name
-    assert rows[2].startswith("| setup (synth + ingest) | ok |")
+    assert rows[1].startswith("| setup (synth + ingest) | ok |")
     assert "Incomplete" not in md
 
 
