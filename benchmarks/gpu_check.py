@@ -602,6 +602,14 @@ def environment(device: str) -> dict:
         env.update(gpu=p.name, gpu_capability=f"{p.major}.{p.minor}",
                    gpu_memory_gib=round(p.total_memory / 2**30, 1),
                    cudnn=torch.backends.cudnn.version(), gpu_count=torch.cuda.device_count())
+    if device == "cuda" and shutil.which("nvidia-smi"):
+        try:
+            env["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,power.limit,"
+                 "clocks.max.sm", "--format=csv,noheader"], capture_output=True, text=True,
+                timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            env["nvidia_smi"] = None
     try:
         env["commit"] = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                        capture_output=True, text=True, timeout=10).stdout.strip()

@@ -104,10 +104,11 @@ def test_dry_run_figures(dry_run):
     assert dc["metrics"]["done"] == 2 and _positive(dc["metrics"]["voxels_s"])
 
     pg = parts["pytest_gpu"]  # the gpu-marked tests exist and are skipped without CUDA
-    assert pg["status"] == "skipped"
     assert pg["metrics"]["collected"] >= 1
-    assert pg["metrics"]["skipped"] == pg["metrics"]["collected"]
     assert pg["metrics"]["failed"] == pg["metrics"]["errors"] == 0
+    if not torch.cuda.is_available():  # (a dry run on a GPU machine runs them for real)
+        assert pg["status"] == "skipped"
+        assert pg["metrics"]["skipped"] == pg["metrics"]["collected"]
 
     tc = parts["train_compile"]
     assert tc["status"] == "ok" and tc["metrics"]["backend"] == "eager"
