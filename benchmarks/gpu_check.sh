@@ -10,8 +10,11 @@ if [[ -n "${PYTHON:-}" ]]; then
   py="$PYTHON"
 elif [[ -x "$repo/.venv/bin/python" ]]; then
   py="$repo/.venv/bin/python"
-else
+elif command -v python3 >/dev/null; then
   py="$(command -v python3)"
+else
+  echo "gpu_check: no Python: build $repo/.venv (make env) or set PYTHON" >&2
+  exit 3
 fi
 export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
 exec "$py" "$repo/benchmarks/gpu_check.py" "$@"
