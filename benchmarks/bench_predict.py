@@ -45,12 +45,16 @@ def _store(root: Path, n: int, shape, seed=0):
     return Store(root / "store")
 
 
-def _model_file(path: Path, device: str = "cpu"):
+def _model_file(path: Path, device: str = "cpu", model: dict | None = None):
+    """An untrained F-net saved as ``path/model.pt``; ``model``: FNet keywords (default:
+    depth 3 / 8 channels on the CPU, the paper's depth 4 / 32 channels on a GPU)."""
     from spotlight_scale.models.fnet import FNet
     from spotlight_scale.models.io import save_model_file
 
     torch.manual_seed(0)
-    net = (FNet(depth=3, channels=8) if device == "cpu" else FNet()).eval()
+    if model is None:
+        model = dict(depth=3, channels=8) if device == "cpu" else {}
+    net = FNet(**model).eval()
     path.mkdir(parents=True, exist_ok=True)
     save_model_file(path / "model.pt", net, normalization="spotlight",
                     target_range={"raw_min": 0, "raw_max": 1, "norm_min": 0, "norm_max": 1},
@@ -58,11 +62,16 @@ def _model_file(path: Path, device: str = "cpu"):
     return net.to(device)
 
 
-def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str = "cpu"):
+def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str = "cpu", *,
+               store=None, model: dict | None = None, tile=TILE, overlap=OVERLAP) -> dict:
+    """Predict vs bare forward (see the module docstring); prints one line and returns the
+    figures. ``store``: an ingested store to use instead of building ``n`` fields of ``shape``;
+    ``model``: FNet keywords (see :func:`_model_file`)."""
     from spotlight_scale.pipelines.predict import predict
 
-    store = _store(tmp / label, n, shape)
-    net = _model_file(tmp / label / "run", device)
+    if store is None:
+        store = _store(tmp / label, n, shape)
+    net = _model_file(tmp / label / "run", device, model)
     keys = store.fields()
     torch.set_num_threads(1)  # Dask workers run torch on one thread (OMP_NUM_THREADS=1)
     vols = [torch.from_numpy(store.read(k, "signal").astype(np.float32))[None, None].to(device)
@@ -81,8 +90,8 @@ def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str =
     out = {}
 
     def pipeline():
-        out.update(predict(store.root, tmp / label / "run", "bench", split="all", tile=TILE,
-                           overlap=OVERLAP, cluster=lc.scheduler_address, overwrite=True,
+        out.update(predict(store.root, tmp / label / "run", "bench", split="all", tile=tile,
+                           overlap=overlap, cluster=lc.scheduler_address, overwrite=True,
                            device=device, progress_stream=None))
 
     try:
@@ -92,16 +101,21 @@ def throughput(tmp: Path, label: str, n: int, shape, repeats: int, device: str =
         for _ in range(repeats):  # interleaved, so drift on a noisy machine hits both
             t_bare.append(timed(bare, 1)[0])
             t_pipe.append(timed(pipeline, 1)[0])
+        worker_gpu = (max(client.run(torch.cuda.max_memory_allocated).values()) / 2**20
+                      if cuda else None)
     finally:
         client.close()
         lc.close()
     tb, tp = float(np.median(t_bare)), float(np.median(t_pipe))
     recompute = out["computed_voxels"] / out["voxels"]
-    print(f"[{label}] {device}: {n} fields of {tuple(shape)}, --tile {TILE} "
-          f"--overlap {OVERLAP}: predict {voxels / tp:.3g} voxel/s, bare forward {voxels / tb:.3g} voxel/s "
+    print(f"[{label}] {device}: {len(keys)} fields, --tile {tuple(tile)} "
+          f"--overlap {tuple(overlap)}: predict {voxels / tp:.3g} voxel/s, bare forward {voxels / tb:.3g} voxel/s "
           f"(medians of {repeats}); overhead {100 * (tp / tb - 1):.1f} % (goal <= 15 %); "
           f"tiles compute {recompute:.3f}x the field voxels, so "
           f"{100 * (tp / tb / recompute - 1):.1f} % per computed voxel")
+    return {"fields": len(keys), "voxels": voxels, "voxels_s_predict": voxels / tp,
+            "voxels_s_bare": voxels / tb, "overhead_pct": 100 * (tp / tb - 1),
+            "recompute": recompute, "repeats": repeats, "worker_peak_gpu_mb": worker_gpu}
 
 
 def _worker_peak(tmp: Path, label: str, shape, device: str = "cpu"):

@@ -42,6 +42,32 @@ def rate(batches, n_batches: int, batch: int, sync=lambda: None) -> float:
     return n_batches * batch / (time.perf_counter() - t0)
 
 
+def train_rate(model, loss_fn, batches, *, warmup: int, iterations: int, autocast,
+               sync=lambda: None, lr: float = 1e-3) -> tuple[float, float]:
+    """It/s of the trainer's step (Adam with the paper's betas, ``autocast`` around forward and
+    loss, the loss in float32) on ``batches`` of (signal, target, mask), ``warmup`` steps
+    untimed; returns (it/s, the last loss)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+
+    def step():
+        sig, tgt, mask = next(batches)
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_fn(model(sig).float(), tgt, mask)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        loss = step()
+    sync()
+    return iterations / (time.perf_counter() - t0), float(loss.detach())
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
@@ -118,26 +144,10 @@ def main():
 
     if args.protocol:
         model = FNet(depth=4, channels=32).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.5, 0.999))
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
-        batches = cached.batches(iterations=10**9, **loop)
-
-        def train_step():
-            sig, tgt, mask = next(batches)
-            opt.zero_grad(set_to_none=True)
-            with autocast:
-                loss = loss_fn(model(sig).float(), tgt, mask)
-            loss.backward()
-            opt.step()
-        for _ in range(5):
-            train_step()
-        n = 50 if dev.type == "cuda" else 2
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            train_step()
-        sync()
-        its = n / (time.perf_counter() - t0)
+        its, _ = train_rate(model, loss_fn, cached.batches(iterations=10**9, **loop),
+                            warmup=5, iterations=50 if dev.type == "cuda" else 2,
+                            autocast=autocast, sync=sync)
         print(f"paper protocol on {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}): "
               f"{its:.2f} it/s (batch 24 of {patch}, bf16 autocast on GPU) = {its / 185:.2f} of "
               "the 185 it/s compute bound")
