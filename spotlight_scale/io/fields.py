@@ -50,6 +50,16 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
             time.sleep(0.05 * (attempt + 1))
 
 
+def remove_field_folder(path) -> None:
+    """Delete a field's folder from the file system: zarr's own ``del`` parses the field's
+    metadata first, and fails on the damaged metadata a rewrite is meant to replace."""
+    import shutil
+    from pathlib import Path
+
+    if Path(path).exists():
+        shutil.rmtree(path)
+
+
 def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.ndarray,
                 mask: np.ndarray | None, voxel_size: Sequence[float], chunks: Sequence[int],
                 split: str, stats: dict[str, dict[str, float]], source: dict[str, Any],
@@ -88,8 +98,7 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
         levels.append(np.stack([downsample_mean(prev[0]), downsample_mean(prev[1])]))
 
     well = open_well_group(store, key)
-    if str(key.field) in well:
-        del well[str(key.field)]  # a partial field from an interrupted run
+    remove_field_folder(store.field_url(key))  # a partial or damaged field of an earlier run
     group = well.require_group(str(key.field))
     windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
     write_image_czyx(group, levels, voxel_size=voxel_size, channel_names=CHANNELS,
@@ -117,8 +126,12 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
                           patch_shape=settings["patch_shape"], stride=settings["stride"],
                           min_fraction=settings["min_fraction"],
                           threshold=stats["target"]["otsu"], field_id=key.id)
+    from .verify import record
+
+    stored = record(store.field_url(key),
+                    store.patch_index_path(key) if patch_index is not None else None)
     store.mark_done("ingest", key, {"split": split, "fingerprint": fingerprint,
-                                    **(marker_info or {})})
+                                    "stored": stored, **(marker_info or {})})
     return int(czyx.nbytes)
 
 
