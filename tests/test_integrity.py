@@ -3,6 +3,7 @@ fingerprints, and per-field failures. Each test reproduces one finding of the is
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -326,3 +327,127 @@ def test_evaluate_names_the_field_with_a_damaged_chunk(make_store, make_model_fi
     with pytest.raises(FieldError, match=f"evaluate failed on field {bad}: ChunkError: .*missing"):
         evaluate(store, ["p"], out=tmp_path / "report", split="test", cluster=cluster,
                  report=False)
+
+
+# --------------------------------------------------------------------------- issue 23: repair
+def _truncate(path, keep=None):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep if keep is not None else len(data) // 2])
+
+
+def test_plain_ingest_rerun_repairs_exactly_the_damaged_fields(tmp_path, cluster):
+    """Issue 23, 3: "re-run ingest (it redoes damaged fields)" was printed for a missing or
+    truncated chunk, a deleted s0 array and a missing patch index, but a re-run answered
+    "0 field(s) written, 6 already done" and the field stayed broken. A re-run now checks
+    each done field (files and sizes recorded in its marker, metadata, patch index) and
+    redoes exactly the damaged ones, identical to before; segment then runs."""
+    import shutil
+
+    from click.testing import CliRunner
+    from test_ingest import make_raw
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.store import Store
+
+    man = make_raw(tmp_path / "raw", n=6)
+    root = tmp_path / "store"
+    args = ["ingest", str(man), str(root), "--chunks", "8,32,32", "--patch", "8,16,16",
+            "--patch-stride", "4,8,8", "--cluster", cluster]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    store = Store(root)
+    keys = store.fields()
+    before = {k: (store.read(k, "signal"), store.read(k, "target"), store.labels(k, "gt")[...],
+                  store.patch_index(k).origins) for k in keys}
+    seg = ["segment", str(root), "--image", "target", "--name", "seg", "--cluster", cluster]
+    assert runner.invoke(cli, seg).exit_code == 0
+
+    chunk = lambda k, *c: store.field_url(k) / "s0" / "c" / "/".join(map(str, c))
+    damage = {
+        keys[0]: lambda k: chunk(k, 1, 0, 0, 0).unlink(),             # a deleted chunk
+        keys[1]: lambda k: _truncate(chunk(k, 0, 1, 1, 0)),           # a truncated chunk
+        keys[2]: lambda k: shutil.rmtree(store.field_url(k) / "s0"),  # a deleted array
+        keys[3]: lambda k: store.patch_index_path(k).unlink(),        # no patch index
+        keys[4]: lambda k: _truncate(store.field_url(k) / "zarr.json", 50),  # metadata
+    }
+    for key, how in damage.items():
+        how(key)
+    # what each read says is a command that works: this very re-run
+    r = runner.invoke(cli, seg + ["--name", "seg2"])
+    assert r.exit_code == 1
+    line = error_line(r.output)
+    assert f"spotlight-scale ingest {man.resolve()} {root} --chunks 8,32,32 --patch 8,16,16 " \
+           "--patch-stride 4,8,8` (it redoes damaged fields)" in line, line
+
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "5 field(s) written, 1 already done" in r.output
+    for key in damage:
+        assert f"field {key} was damaged" in r.output
+    for k in keys:
+        s, t, gt, origins = before[k]
+        np.testing.assert_array_equal(store.read(k, "signal"), s)
+        np.testing.assert_array_equal(store.read(k, "target"), t)
+        np.testing.assert_array_equal(store.labels(k, "gt")[...], gt)
+        np.testing.assert_array_equal(store.patch_index(k).origins, origins)
+    # the intact field kept its segmentation; the repaired ones are segmented again
+    assert store.is_done("segment", keys[5], name="seg")
+    r = runner.invoke(cli, seg)
+    assert r.exit_code == 0 and "5 field(s)" in r.output and "1 already done" in r.output, r.output
+    r = runner.invoke(cli, args)  # and now nothing is damaged
+    assert "0 field(s) written, 6 already done" in r.output, r.output
+
+
+def test_unparsable_metadata_names_the_file_and_is_recovered(tmp_path, cluster):
+    """Issue 23, 5: a truncated field zarr.json gave `Error: ... JSONDecodeError: Expecting
+    property name ...` naming no file and blocked ingest even with --overwrite; a truncated
+    spotlight.json the same. Both now name the file; a plain ingest re-run rebuilds them (the
+    store manifest from the fields' markers, keeping the fields), and so does --overwrite."""
+    from click.testing import CliRunner
+    from test_ingest import make_raw
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.store import Store
+
+    man = make_raw(tmp_path / "raw", n=2)
+    root = tmp_path / "store"
+    args = ["ingest", str(man), str(root), "--chunks", "8,32,32", "--patch", "8,16,16",
+            "--patch-stride", "4,8,8", "--cluster", cluster]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    store = Store(root)
+    key = store.fields()[0]
+    before = store.read(key, "target")
+    meta = store.field_url(key) / "zarr.json"
+    _truncate(meta, 50)
+    seg = ["segment", str(root), "--image", "target", "--name", "seg", "--cluster", cluster]
+    r = runner.invoke(cli, seg)
+    line = error_line(r.output)
+    assert f"{meta}: cannot be parsed (JSONDecodeError" in line and f"field {key}" in line, line
+    r = runner.invoke(cli, args + ["--overwrite"])  # --overwrite recovers (it was blocked)
+    assert r.exit_code == 0 and "2 field(s) written" in r.output, r.output
+    np.testing.assert_array_equal(store.read(key, "target"), before)
+
+    manifest = root / "spotlight.json"
+    good = manifest.read_text()
+    for recover in ([], ["--overwrite"]):
+        _truncate(manifest, 30)
+        for cmd in (seg, ["train", str(root), str(tmp_path / "run")]):
+            r = runner.invoke(cli, cmd)
+            line = error_line(r.output)
+            assert f"{manifest}: cannot be parsed" in line and \
+                f"spotlight-scale ingest {man.resolve()} {root} --chunks 8,32,32" in line, line
+        r = runner.invoke(cli, args + recover)
+        assert r.exit_code == 0, r.output
+        assert f"{'2' if recover else '0'} field(s) written" in r.output, r.output
+        assert json.loads(manifest.read_text())["settings"] == json.loads(good)["settings"]
+        np.testing.assert_array_equal(Store(root).read(key, "target"), before)
+    assert runner.invoke(cli, seg).exit_code == 0
+
+
+def test_a_damaged_marker_counts_as_not_done(tmp_path, make_store):
+    """A completion marker that does not parse is not "done" (it made every command fail)."""
+    store = make_store()
+    key = store.fields()[0]
+    _truncate(store.marker_path("ingest", key), 20)
+    assert key not in store.fields() and store.is_done("ingest", key) is None
