@@ -451,3 +451,116 @@ def test_a_damaged_marker_counts_as_not_done(tmp_path, make_store):
     key = store.fields()[0]
     _truncate(store.marker_path("ingest", key), 20)
     assert key not in store.fields() and store.is_done("ingest", key) is None
+
+
+# --------------------------------------------------------------------------- issue 23: predict
+def test_two_models_racing_into_one_prediction_name_do_not_both_succeed(
+        make_store, make_model_file, tmp_path, cluster):
+    """Issue 23, 2: `predict --shard 0/2` with one model and `--shard 1/2` with another into a
+    new `--name mix`, started at the same time, both exited 0 and the markers alternated
+    between the two models. The first to claim the name (predictions/mix/model.json, created
+    exclusively) wins; the other is refused, and every marker names the winner's model."""
+    import subprocess
+    import sys
+
+    from spotlight_scale.models.io import model_sha256
+    from spotlight_scale.pipelines.predict import claim_path
+
+    store = make_store()
+    models = [make_model_file(store, tmp_path / f"model{i}.pt", seed=i) for i in range(2)]
+    shas = [model_sha256(m) for m in models]
+    assert shas[0] != shas[1]
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", "spotlight_scale", "predict", str(store.root), str(models[i]),
+         "--name", "mix", "--shard", f"{i}/2", "--split", "all", "--tile", "8,32,32",
+         "--overlap", "4,8,8", "--cluster", cluster],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [r.communicate(timeout=300)[0] for r in runs]
+    codes = [r.returncode for r in runs]
+    assert sorted(codes) == [0, 1], outs
+    winner = codes.index(0)
+    line = error_line(outs[1 - winner])
+    # refused at the claim (or, had the winner finished first, by its markers)
+    assert "another model" in line and str(models[winner]) in line, line
+    import json as _json
+
+    assert _json.loads(claim_path(store, "mix").read_text())["model_sha256"] == shas[winner]
+    markers = store.done_fields("predict", "mix")
+    assert markers and {m["model_sha256"] for m in markers.values()} == {shas[winner]}
+
+    # run one after the other: refused too, unless --overwrite (which replaces every field)
+    from click.testing import CliRunner
+
+    from spotlight_scale.cli import cli
+
+    args = ["predict", str(store.root), str(models[1 - winner]), "--name", "mix", "--split",
+            "all", "--tile", "8,32,32", "--overlap", "4,8,8", "--cluster", cluster]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "another model" in error_line(r.output)
+    r = CliRunner().invoke(cli, args + ["--overwrite"])
+    assert r.exit_code == 0, r.output
+    markers = store.done_fields("predict", "mix")
+    assert {m["model_sha256"] for m in markers.values()} == {shas[1 - winner]}
+    assert len(markers) == 4
+
+
+def test_a_field_task_refuses_a_name_taken_over_meanwhile(make_store, make_model_file,
+                                                          tmp_path):
+    """The claim is checked again by each field task: a run whose name was taken by another
+    model (`--overwrite` of a concurrent run) marks nothing done."""
+    from spotlight_scale.models.io import model_sha256
+    from spotlight_scale.pipelines.predict import (PredictError, claim_prediction,
+                                                   predict_field)
+
+    store = make_store()
+    a, b = (make_model_file(store, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
+    claim_prediction(store, "p", model_sha256(a), a)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        claim_prediction(store, "p", model_sha256(b), b)
+    claim_prediction(store, "p", model_sha256(b), b, overwrite=True)
+    key = store.fields()[0]
+    with pytest.raises(PredictError, match="no longer belongs to this run's model"):
+        predict_field(str(store.root), key, str(a), model_sha256(a), "p", tile=(8, 32, 32),
+                      overlap=(4, 8, 8), device="cpu")
+    assert not store.is_done("predict", key, name="p")
+
+
+def test_predict_rerun_redoes_damaged_predictions(make_store, make_model_file, tmp_path,
+                                                  cluster):
+    """Issue 23, 4: with a truncated prediction chunk or corrupt prediction metadata a re-run
+    reported "0 predicted, 6 already done", and the printed fix used the default --split test,
+    so a damaged train field stayed unreadable. A re-run now checks each done prediction and
+    redoes exactly the damaged ones; the printed fix names the field's split."""
+    from click.testing import CliRunner
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.store import StoreError
+
+    store = make_store()
+    model = make_model_file(store, tmp_path / "model.pt")
+    args = ["predict", str(store.root), str(model), "--name", "p", "--split", "all",
+            "--tile", "8,32,32", "--overlap", "4,8,8", "--cluster", cluster]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    keys = store.fields()
+    before = {k: store.read_named(k, "prediction:p") for k in keys}
+    train = [k for k in keys if store.field_meta(k)["split"] == "train"]
+    chunk = store.field_url(train[0], "p") / "s0" / "c" / "0" / "0" / "1" / "0"
+    _truncate(chunk)
+    meta = store.field_url(train[1], "p") / "zarr.json"
+    _truncate(meta, 40)
+    with pytest.raises(StoreError) as err:
+        store.read_named(train[0], "prediction:p")
+    fix = f"spotlight-scale predict {store.root} {model} --name p --split train"
+    assert str(chunk) in str(err.value) and fix in str(err.value), err.value
+    with pytest.raises(StoreError) as err:
+        store.read_named(train[1], "prediction:p")
+    assert f"{meta}: cannot be parsed" in str(err.value) and fix in str(err.value), err.value
+
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0 and "2 field(s) predicted, 2 already done" in r.output, r.output
+    assert f"the prediction of field {train[0]} is damaged" in r.output
+    for k in keys:
+        np.testing.assert_array_equal(store.read_named(k, "prediction:p"), before[k])
+    r = runner.invoke(cli, args)
+    assert "0 field(s) predicted, 4 already done" in r.output, r.output
