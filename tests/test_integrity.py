@@ -564,3 +564,58 @@ def test_predict_rerun_redoes_damaged_predictions(make_store, make_model_file, t
         np.testing.assert_array_equal(store.read_named(k, "prediction:p"), before[k])
     r = runner.invoke(cli, args)
     assert "0 field(s) predicted, 4 already done" in r.output, r.output
+
+
+def test_segment_and_profile_reruns_redo_damaged_fields(make_store, tmp_path, cluster):
+    """Every stage checks what it marked done before skipping it: segment its labels (files
+    and sizes recorded in the marker), profile its Parquet file (size recorded)."""
+    from spotlight_scale.io.store import FieldKey
+    from spotlight_scale.pipelines.profile import profile
+
+    store = make_store()
+    assert _segment(store, cluster)["done"] == 4
+    keys = store.fields()
+    labels = {k: store.read_named(k, "labels:seg") for k in keys}
+    lab_chunk = next(p for p in (store.field_url(keys[1]) / "labels" / "seg" / "s0").rglob("*")
+                     if p.is_file() and p.name != "zarr.json")
+    _truncate(lab_chunk)
+    res = _segment(store, cluster)
+    assert (res["done"], res["skipped"]) == (1, 3)
+    for k in keys:
+        np.testing.assert_array_equal(store.read_named(k, "labels:seg"), labels[k])
+
+    out = tmp_path / "prof"
+    assert profile(store.root, labels="seg", out=out, cluster=cluster,
+                   progress_stream=None)["done"] == 4
+    from spotlight_scale.io import profiles as P
+
+    part = P.part_path(out, FieldKey("P1", "C04", 0))
+    _truncate(part)
+    res = profile(store.root, labels="seg", out=out, cluster=cluster, progress_stream=None)
+    assert (res["done"], res["skipped"]) == (1, 3)
+    import pandas as pd
+
+    assert len(pd.read_parquet(part)) > 0
+
+
+def test_profile_of_labels_being_rewritten_says_so(make_store, tmp_path, cluster):
+    """Smaller finding: `profile` during a `segment --overwrite` reported a chunk as "lost"
+    that was only being written. Labels whose segment marker is absent (a segment run is
+    writing them) are named as such."""
+    from spotlight_scale.io.chunks import ChunkError
+    from spotlight_scale.io.store import StoreError
+    from spotlight_scale.pipelines.profile import _read_labels
+
+    store = make_store()
+    _segment(store, cluster)
+    key = store.fields()[0]
+    # what segment --overwrite does first: the marker goes, then the chunks are rewritten
+    store.clear_done("segment", key, name="seg")
+    with pytest.raises(StoreError, match="are not complete: a `segment --name seg` is writing"):
+        _read_labels(store, key, "seg")
+    # a chunk lost under done labels is still lost data
+    _segment(store, cluster)
+    next(p for p in (store.field_url(key) / "labels" / "seg" / "s0").rglob("*")
+         if p.is_file() and p.name != "zarr.json").unlink()
+    with pytest.raises(ChunkError, match="is missing"):
+        _read_labels(store, key, "seg")
