@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import sys
 from typing import Iterator
 
 import click
@@ -55,3 +57,44 @@ def user_errors() -> Iterator[None]:
             raise
         log.debug("traceback of the error below", exc_info=True)
         raise click.ClickException(msg) from None
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived: unwinds the command like Ctrl-C, so that every ``finally``
+    (the store's lock, the Dask cluster) runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+KEPT = ("what was done is kept (a field is marked done only once it is complete; the field "
+        "that was being written is redone) and the lock is released; re-run the same command "
+        "to resume")
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into one ``Error:`` line saying what was kept, and exit
+    128 + the signal number (143, 130) after the command's cleanup has run."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for s in (signal.SIGTERM, signal.SIGINT):  # one interruption: let the cleanup run
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+        click.echo(f"Error: interrupted ({signal.Signals(signum).name}): {KEPT}", err=True)
+        sys.exit(128 + signum)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
