@@ -82,7 +82,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         from .errors import interrupts, user_errors
 
-        with interrupts(), user_errors():
+        with interrupts(ctx), user_errors():
             return super().invoke(ctx)
 
     def list_commands(self, ctx):

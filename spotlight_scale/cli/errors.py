@@ -71,12 +71,20 @@ class Interrupted(BaseException):
 KEPT = ("what was done is kept (a field is marked done only once it is complete; the field "
         "that was being written is redone) and the lock is released; re-run the same command "
         "to resume")
+#: what an interruption keeps, for commands where :data:`KEPT` is not the story
+KEPT_BY = {
+    "train": "the last checkpoint (RUN_DIR/checkpoints/latest.pt) is kept; continue with the "
+             "same command and --resume",
+    "synth": "the files written so far are kept; re-run the same command",
+}
 
 
 @contextlib.contextmanager
-def interrupts() -> Iterator[None]:
+def interrupts(ctx: click.Context | None = None) -> Iterator[None]:
     """Turn SIGTERM and SIGINT into one ``Error:`` line saying what was kept, and exit
-    128 + the signal number (143, 130) after the command's cleanup has run."""
+    128 + the signal number (143, 130) after the command's cleanup has run (the stores'
+    locks are released by that cleanup). ``ctx``: the group's context, which names the
+    command that ran."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -93,7 +101,8 @@ def interrupts() -> Iterator[None]:
         yield
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
-        click.echo(f"Error: interrupted ({signal.Signals(signum).name}): {KEPT}", err=True)
+        kept = KEPT_BY.get(getattr(ctx, "invoked_subcommand", None) or "", KEPT)
+        click.echo(f"Error: interrupted ({signal.Signals(signum).name}): {kept}", err=True)
         sys.exit(128 + signum)
     finally:
         for s, h in old.items():

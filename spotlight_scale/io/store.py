@@ -342,8 +342,14 @@ class Store:
         grp = self.labels_group(key, name)
         if grp is None:
             raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
-        hint = ("re-run `spotlight-scale ingest`" if name == "gt" else
-                f"re-run `spotlight-scale segment ... --name {name} --overwrite`")
+
+        def hint() -> str:  # built only for an error message
+            if name == "gt":
+                return f"re-run `{self.ingest_command(key)}` (it redoes damaged fields)"
+            image = (self.is_done("segment", key, name=name) or {}).get("image", "IMAGE")
+            return (f"re-run `spotlight-scale segment {self.root} --image {image} --name "
+                    f"{name}` with the options it was made with (it redoes damaged fields)")
+
         return self._verified(grp, f"s{level}", f"labels {name!r} of field {key}", hint)
 
     def _verified(self, group, array: str, what: str, hint: str):
@@ -451,8 +457,8 @@ class Store:
 
         path = self.patch_index_path(key)
         if not path.exists():
-            raise StoreError(f"{path}: no foreground patch index for field {key}; "
-                             "run `spotlight-scale ingest` (it writes the index)")
+            raise StoreError(f"{path}: no foreground patch index for field {key}; re-run "
+                             f"`{self.ingest_command(key)}` (it redoes damaged fields)")
         return read_patch_index(path)
 
     # ------------------------------------------------------------------ markers
