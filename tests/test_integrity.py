@@ -701,3 +701,27 @@ def test_a_failing_stage_prints_only_its_error(make_store, tmp_path, port_8787_t
     assert r.returncode == 1
     assert "is missing" in error_line(r.stderr)
     assert not _foreign_lines(r.stdout + r.stderr), r.stderr
+
+
+def test_evaluate_refuses_a_prediction_of_two_models(make_store, make_model_file, tmp_path,
+                                                     cluster):
+    """Issue 23, 2 (aftermath): `evaluate --prediction mix` scored a mixture of two models as
+    one. A store written before names were claimed may hold one: evaluate refuses it."""
+    import shutil
+
+    from spotlight_scale.pipelines.evaluate import evaluate
+    from spotlight_scale.pipelines.predict import predict
+
+    store = make_store()
+    kw = dict(split="all", tile=(8, 32, 32), overlap=(4, 8, 8), cluster=cluster,
+              progress_stream=None)
+    a, b = (make_model_file(store, tmp_path / f"m{i}.pt", seed=i) for i in range(2))
+    predict(store.root, a, "mix", **kw)
+    predict(store.root, b, "other", **kw)
+    key = store.fields()[-1]  # the test field: b's prediction and marker, under "mix"
+    shutil.rmtree(store.field_url(key, "mix"))
+    shutil.copytree(store.field_url(key, "other"), store.field_url(key, "mix"))
+    shutil.copy(store.marker_path("predict", key, "other"), store.marker_path("predict", key, "mix"))
+    with pytest.raises(ValueError, match=r"prediction 'mix' holds fields of 2 models .*m1\.pt"):
+        evaluate(store, ["mix"], out=tmp_path / "report", split="all", cluster=cluster,
+                 report=False)
