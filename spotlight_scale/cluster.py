@@ -89,9 +89,20 @@ def _quiet_task_errors(client) -> None:
             logging.getLogger("distributed.worker.state_machine").addFilter(_DropCancelled())
             if self.level is not None:
                 logging.getLogger("distributed").setLevel(self.level)
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                # Ctrl-C reaches the whole process group: the command stops the workers
+                # (and says so), not each worker with a KeyboardInterrupt traceback
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
-        client.register_plugin(QuietTaskErrors(_distributed_level()))
+        # on the workers not even Dask's errors: what fails there is a field's task, which
+        # the stage reports naming the field (or a lost worker, which fails that task)
+        level = _distributed_level()
+        client.register_plugin(QuietTaskErrors(
+            logging.CRITICAL if level == logging.ERROR else level))
 
 
 def _distributed_level() -> int | None:

@@ -653,38 +653,51 @@ def _cli(*args):
     return [sys.executable, "-m", "spotlight_scale", *map(str, args)]
 
 
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_sigterm_says_what_was_kept_and_releases_the_lock(make_store, make_model_file, tmp_path,
-                                                          port_8787_taken):
+                                                          port_8787_taken, how):
     """Smaller findings: SIGTERM of `predict` exited 143 with no message and left the lock;
     users saw Dask's "Port 8787 is already in use" and the resource tracker's "leaked
     semaphore objects". Now: one `Error:` line saying what was kept, the lock released, no
-    line that is not ours, and a re-run resumes."""
+    line that is not ours, and a re-run resumes. SIGTERM goes to the command (as `kill`
+    sends it); Ctrl-C to its whole process group (as a terminal sends it), workers
+    included, once they run fields."""
+    import signal
     import subprocess
     import time
 
     from spotlight_scale.io.lock import LOCK_NAME
 
-    store = make_store()
+    fields = [("P1", w, f, "train") for w in ("B03", "C04") for f in range(3)]
+    store = make_store(fields=fields, shape=(16, 48, 48))
     model = make_model_file(store, tmp_path / "model.pt")
     args = _cli("predict", store.root, model, "--name", "p", "--split", "all", "--tile",
                 "8,32,32", "--overlap", "4,8,8", "--workers", "1")
-    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (store.root / LOCK_NAME).exists():
-        time.sleep(0.05)
-    time.sleep(1.0)  # inside the run: the cluster is starting or fields are being predicted
-    run.terminate()
+    if how == "SIGTERM":
+        while time.time() < deadline and not (store.root / LOCK_NAME).exists():
+            time.sleep(0.05)
+        time.sleep(1.0)  # inside the run: the cluster is starting or fields are predicted
+        run.send_signal(signal.SIGTERM)
+    else:
+        while time.time() < deadline and not store.done_fields("predict", "p"):
+            time.sleep(0.02)
+        os.killpg(run.pid, signal.SIGINT)
     out, _ = run.communicate(timeout=120)
-    assert run.returncode == 143, out
+    code, name = (143, "SIGTERM") if how == "SIGTERM" else (130, "SIGINT")
+    assert run.returncode == code, out
     line = error_line(out)
-    assert line.startswith("Error: interrupted (SIGTERM): what was done is kept"), out
+    assert line.startswith(f"Error: interrupted ({name}): what was done is kept"), out
     assert "lock is released" in line and "re-run the same command" in line
     assert not (store.root / LOCK_NAME).exists()
     assert not _foreign_lines(out), out
     done = len(store.done_fields("predict", "p"))
+    assert done < len(fields)
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{4 - done} field(s) predicted, {done} already done" in rerun.stdout
+    assert f"{len(fields) - done} field(s) predicted, {done} already done" in rerun.stdout
     assert not _foreign_lines(rerun.stdout + rerun.stderr), rerun.stderr
 
 

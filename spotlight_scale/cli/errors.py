@@ -94,6 +94,10 @@ def interrupts(ctx: click.Context | None = None) -> Iterator[None]:
     def handler(signum, frame):
         for s in (signal.SIGTERM, signal.SIGINT):  # one interruption: let the cleanup run
             signal.signal(s, signal.SIG_IGN)
+        if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
+            # stopping the workers now makes Dask log errors (nannies, lost comms) that
+            # say nothing the interruption does not
+            logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
