@@ -653,6 +653,7 @@ def _cli(*args):
     return [sys.executable, "-m", "spotlight_scale", *map(str, args)]
 
 
+@pytest.mark.slow  # two real command runs, each starting its own Dask workers
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
 def test_sigterm_says_what_was_kept_and_releases_the_lock(make_store, make_model_file, tmp_path,
                                                           port_8787_taken, how):

@@ -59,15 +59,6 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(msg) from None
 
 
-class Interrupted(BaseException):
-    """SIGTERM (or SIGINT) arrived: unwinds the command like Ctrl-C, so that every ``finally``
-    (the store's lock, the Dask cluster) runs."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 KEPT = ("what was done is kept (a field is marked done only once it is complete; the field "
         "that was being written is redone) and the lock is released; re-run the same command "
         "to resume")
@@ -87,11 +78,14 @@ def interrupts(ctx: click.Context | None = None) -> Iterator[None]:
     command that ran."""
     import threading
 
+    from ..errors import RECEIVED, Interrupted
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        RECEIVED.append(signum)
         for s in (signal.SIGTERM, signal.SIGINT):  # one interruption: let the cleanup run
             signal.signal(s, signal.SIG_IGN)
         if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
@@ -100,14 +94,20 @@ def interrupts(ctx: click.Context | None = None) -> Iterator[None]:
             logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         raise Interrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    except (Interrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+    def report(signum: int):
         kept = KEPT_BY.get(getattr(ctx, "invoked_subcommand", None) or "", KEPT)
         click.echo(f"Error: interrupted ({signal.Signals(signum).name}): {kept}", err=True)
         sys.exit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    RECEIVED.clear()
+    try:
+        yield
+        if RECEIVED:  # swallowed on the way (and the command went on to the end)
+            report(RECEIVED[0])
+    except (Interrupted, KeyboardInterrupt) as exc:
+        report(exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT))
     finally:
+        RECEIVED.clear()
         for s, h in old.items():
             signal.signal(s, h)
