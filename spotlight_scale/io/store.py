@@ -13,6 +13,7 @@ Layout (``STORE_LAYOUT_VERSION`` = 2)::
           labels/<NAME>                      labels written by `segment --name NAME` (of
                                              target or signal)
           zarr attrs "spotlight_scale"       field metadata + per-channel statistics
+      predictions/<NAME>/model.json          the model NAME belongs to (created exclusively)
       predictions/<NAME>/<PLATE>.zarr/       `predict --name NAME`: an HCS plate with the same
         <ROW>/<COL>/<FIELD>/                 rows/cols/fields, one channel "prediction" (CZYX, C=1)
           labels/<NAME>                      labels `segment --image prediction:NAME` wrote
@@ -31,7 +32,9 @@ fingerprint so a re-run can tell whether old work still counts, and the stamp
 of their inputs (:meth:`Store.input_stamp`): the ingest marker holds the
 content fingerprint of the field's files (see ``pipelines/ingest.py``), a
 prediction or labels marker the stamp of the image it was made from, so work
-made from data that has since changed is redone, not reported done.
+made from data that has since changed is redone, not reported done. They also record
+what the stage wrote (file count, sizes: :mod:`spotlight_scale.io.verify`), so a re-run
+redoes a field that was damaged since, instead of skipping it.
 
 Every chunk of every array is written (even chunks equal to the fill value),
 so a chunk missing inside an array's extent is lost data; reads through
