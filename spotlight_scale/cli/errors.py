@@ -65,7 +65,7 @@ KEPT = ("what was done is kept (a field is marked done only once it is complete;
 #: what an interruption keeps, for commands where :data:`KEPT` is not the story
 KEPT_BY = {
     "train": "the last checkpoint (RUN_DIR/checkpoints/latest.pt) is kept; continue with the "
-             "same command and --resume",
+             "same command and --resume auto",
     "synth": "the files written so far are kept; re-run the same command",
 }
 
