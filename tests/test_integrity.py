@@ -759,3 +759,34 @@ def test_resource_tracker_warning_is_not_shown(tmp_path):
            for how in ("plain", "quiet")}
     assert "leaked semaphore" in out["plain"]  # the check can see the line
     assert "leaked semaphore" not in out["quiet"], out["quiet"]
+
+
+def test_damaged_plate_and_well_metadata_are_rebuilt_by_a_plain_rerun(tmp_path, cluster):
+    """A truncated plate or well `zarr.json` (HCS metadata, rewritten at the end of every
+    ingest) made the next ingest fail with a bare JSONDecodeError. A plain re-run replaces
+    them; the plate validates again and its fields are untouched."""
+    import ome_zarr_models.v05 as v05
+    import zarr
+    from click.testing import CliRunner
+    from test_ingest import make_raw
+
+    from spotlight_scale.cli import cli
+    from spotlight_scale.io.store import Store
+
+    man = make_raw(tmp_path / "raw", n=2)
+    root = tmp_path / "store"
+    args = ["ingest", str(man), str(root), "--chunks", "8,32,32", "--patch", "8,16,16",
+            "--patch-stride", "4,8,8", "--cluster", cluster]
+    runner = CliRunner()
+    assert runner.invoke(cli, args).exit_code == 0
+    store = Store(root)
+    key = store.fields()[0]
+    before = store.read(key, "target")
+    plate = store.plate_path("P1")
+    for meta in (plate / "zarr.json", plate / "B" / "02" / "zarr.json"):
+        _truncate(meta, 30)
+    r = runner.invoke(cli, args)
+    assert r.exit_code == 0 and "0 field(s) written, 2 already done" in r.output, r.output
+    assert f"{plate / 'zarr.json'} did not parse: replaced" in r.output
+    v05.HCS.from_zarr(zarr.open_group(str(plate), mode="r"))
+    np.testing.assert_array_equal(store.read(key, "target"), before)

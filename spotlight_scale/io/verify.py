@@ -72,14 +72,20 @@ def bad_metadata(folder: str | Path, up_to: str | Path | None = None) -> str | N
     for d in reversed(chain):  # the outermost group first: zarr opens it first
         for name in METADATA_FILES:
             path = d / name
-            if not path.is_file():
-                continue
-            try:
-                json.loads(path.read_bytes())
-            except (ValueError, UnicodeDecodeError) as exc:
-                return f"{path}: cannot be parsed ({type(exc).__name__}: {exc})"
-            except OSError as exc:
-                return f"{path}: cannot be read ({exc.strerror})"
+            problem = bad_metadata_file(path) if path.is_file() else None
+            if problem:
+                return problem
+    return None
+
+
+def bad_metadata_file(path: Path) -> str | None:
+    """``"PATH: cannot be parsed (...)"`` when the JSON file ``path`` does not parse."""
+    try:
+        json.loads(Path(path).read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"{path}: cannot be parsed ({type(exc).__name__}: {exc})"
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror})"
     return None
 
 
