@@ -232,7 +232,10 @@ def finalize_predictions(store: Store, name: str) -> None:
     by_plate: dict[str, dict[str, list[int]]] = {}
     for key in store.done_fields("predict", name):
         by_plate.setdefault(key.plate, {}).setdefault(key.well, []).append(key.field)
+    from ..io.fields import drop_damaged_group_metadata
+
     for plate, wells in by_plate.items():
+        drop_damaged_group_metadata(store.plate_path(plate, name))  # rewritten just below
         group = zarr.open_group(str(store.plate_path(plate, name)), mode="a",
                                 zarr_format=store.zarr_format)
         write_plate(group, name=f"{plate} prediction {name}", wells=wells, fmt=store.ngff_format())
