@@ -557,11 +557,16 @@ def test_predict_rerun_redoes_damaged_predictions(make_store, make_model_file, t
         store.read_named(train[1], "prediction:p")
     assert f"{meta}: cannot be parsed" in str(err.value) and fix in str(err.value), err.value
 
+    _truncate(store.plate_path("P1", "p") / "zarr.json", 30)  # HCS metadata, rewritten
     r = runner.invoke(cli, args)
     assert r.exit_code == 0 and "2 field(s) predicted, 2 already done" in r.output, r.output
     assert f"the prediction of field {train[0]} is damaged" in r.output
     for k in keys:
         np.testing.assert_array_equal(store.read_named(k, "prediction:p"), before[k])
+    import ome_zarr_models.v05 as v05
+    import zarr
+
+    v05.HCS.from_zarr(zarr.open_group(str(store.plate_path("P1", "p")), mode="r"))
     r = runner.invoke(cli, args)
     assert "0 field(s) predicted, 4 already done" in r.output, r.output
 
