@@ -61,6 +61,15 @@ class _DropComputeFailed(logging.Filter):
         return not str(record.msg).startswith("Compute Failed")
 
 
+class _DropCancelled(logging.Filter):
+    """A task the stage cancelled (``on_error="fail"`` stops the others) is not news:
+    drop the worker's "Async instruction ... ended with CancelledError"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (str(record.msg).startswith("Async instruction")
+                    and "CancelledError" in record.getMessage())
+
+
 def _quiet_task_errors(client) -> None:
     from distributed import WorkerPlugin
 
@@ -72,11 +81,38 @@ def _quiet_task_errors(client) -> None:
 
         name = "spotlight-quiet-task-errors"
 
+        def __init__(self, level: int | None = None):
+            self.level = level
+
         def setup(self, worker) -> None:
             logging.getLogger("distributed.worker").addFilter(_DropComputeFailed())
+            logging.getLogger("distributed.worker.state_machine").addFilter(_DropCancelled())
+            if self.level is not None:
+                logging.getLogger("distributed").setLevel(self.level)
+            import signal
+            import threading
+
+            if threading.current_thread() is threading.main_thread():
+                # Ctrl-C reaches the whole process group: the command stops the workers
+                # (and says so), not each worker with a KeyboardInterrupt traceback
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
-        client.register_plugin(QuietTaskErrors())
+        # on the workers not even Dask's errors: what fails there is a field's task, which
+        # the stage reports naming the field (or a lost worker, which fails that task)
+        level = _distributed_level()
+        client.register_plugin(QuietTaskErrors(
+            logging.CRITICAL if level == logging.ERROR else level))
+
+
+def _distributed_level() -> int | None:
+    """The level of Dask's own loggers: at default verbosity only its errors reach the user
+    (not "Worker process still alive after 4.0 seconds, killing" when a stage stops its
+    workers after a failure or an interruption); with -v its warnings too, with -vvv all."""
+    ours = logging.getLogger("spotlight_scale")
+    if ours.isEnabledFor(logging.DEBUG):
+        return None
+    return logging.WARNING if ours.isEnabledFor(logging.INFO) else logging.ERROR
 
 
 def default_workers() -> int:
@@ -101,16 +137,16 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
     """
     from distributed import Client
 
-    if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
+    if _distributed_level() is not None:
         # distributed configures its loggers at INFO on import; keep the console for progress
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+        logging.getLogger("distributed").setLevel(_distributed_level())
     if cluster == "local":
         from distributed import LocalCluster
 
         n = workers or default_workers()
-        with worker_environ():
+        with worker_environ():  # dashboard ":0": None still binds 8787, warning when taken
             lc = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
-                              host="127.0.0.1", dashboard_address=None, processes=True,
+                              host="127.0.0.1", dashboard_address=":0", processes=True,
                               memory_limit=memory_limit)
         with lc, Client(lc) as client:
             log.info("local Dask cluster: %d workers x %d threads", n, threads_per_worker)

@@ -11,6 +11,27 @@ from __future__ import annotations
 import errno
 
 
+class Interrupted(BaseException):
+    """SIGTERM (or SIGINT) arrived: unwinds the command like Ctrl-C, so that every ``finally``
+    (the store's lock, the Dask cluster) runs (:func:`spotlight_scale.cli.errors.interrupts`)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: signals received by this process's command (set by the CLI's handler)
+RECEIVED: list[int] = []
+
+
+def check_interrupted() -> None:
+    """Raise :class:`Interrupted` again if a signal arrived: code that catches everything
+    (Dask's cluster start) may have swallowed the first one; stages call this between
+    fields."""
+    if RECEIVED:
+        raise Interrupted(RECEIVED[0])
+
+
 class SetupError(RuntimeError):
     """The machine lacks what was asked for: a GPU, an optional package, a scheduler."""
 

@@ -60,6 +60,49 @@ def test_bad_values_are_refused_naming_file_and_channel(tmp_path, case):
     assert fails["line"].tolist() == [3] and str(path) in fails["error"][0]
 
 
+@pytest.mark.parametrize("case", ["bool_target", "complex_signal", "negative-int16_target",
+                                  "huge-float64_signal"])
+def test_types_that_are_not_images_are_refused(tmp_path, case):
+    """Issue 23, 1: a target saved as bool (20 % True) was stored as all True in both channels
+    (Otsu 1.0, foreground fraction 1.0) and marked done. Such types are refused, naming the
+    file and the channel, and the failures table names that file (it named the signal)."""
+    import tifffile
+
+    from spotlight_scale.io.tables import read_table
+
+    man = make_raw(tmp_path / "raw", n=2)
+    how, role = case.split("_")
+    path = tmp_path / "raw" / f"{'t' if role == 'target' else 's'}1.tif"
+    rng = np.random.default_rng(0)
+    vol, words = {
+        "bool": (rng.random((8, 40, 44)) < 0.2, "has dtype bool"),
+        "complex": ((rng.random((8, 40, 44)) + 1j).astype(np.complex64), "complex"),
+        "negative-int16": ((rng.random((8, 40, 44)) * 100 - 50).astype(np.int16),
+                           "negative values"),
+        "huge-float64": (rng.random((8, 40, 44)) * 1e300, "beyond the float32 range"),
+    }[how]
+    tifffile.imwrite(path, vol)  # no ImageJ metadata: the voxel size comes from --voxel-size
+    with pytest.raises(Exception) as err:
+        _ingest(man, tmp_path / "store", voxel_size=VOXEL)
+    text = str(err.value)
+    assert f"{role} {path}" in text and words in text and "line 3" in text, text
+    store = Store(tmp_path / "store")
+    assert [k.id for k in store.fields()] == ["P1/B02/0"]  # nothing of line 3 is marked done
+    assert _ingest(man, tmp_path / "store", voxel_size=VOXEL, on_error="skip")["failed"] == 1
+    fails = read_table(store.table_path("failures"), "failures")
+    assert fails["file"].tolist() == [str(path)]
+
+
+def test_signed_and_float_images_within_range_are_accepted():
+    """The rule is about types that cannot be images, not about signed or float types."""
+    from spotlight_scale.core.validate import values_problem
+
+    rng = np.random.default_rng(0)
+    assert values_problem((rng.random((4, 8, 8)) * 1000).astype(np.int16)) is None
+    assert values_problem(rng.random((4, 8, 8)) - 0.5) is None  # float64, negative: fine
+    assert values_problem(rng.random((4, 8, 8)).astype(np.float16)) is None
+
+
 def test_bad_new_input_keeps_the_old_field(tmp_path):
     """A changed file that fails validation leaves the field as it was (nothing lost)."""
     man = make_raw(tmp_path / "raw", n=1)

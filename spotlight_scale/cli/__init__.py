@@ -80,9 +80,9 @@ class LazyGroup(click.Group):
         return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
-        from .errors import user_errors
+        from .errors import interrupts, user_errors
 
-        with user_errors():
+        with interrupts(ctx), user_errors():
             return super().invoke(ctx)
 
     def list_commands(self, ctx):
@@ -120,7 +120,20 @@ def cli() -> None:
     _configure_logging()
 
 
+def quiet_children() -> None:
+    """Lines that are not ours stay off the user's terminal: the warning of multiprocessing's
+    resource tracker (a child process, which reads ``PYTHONWARNINGS``) about semaphores
+    left by Dask worker processes that were stopped."""
+    import os
+
+    quiet = "ignore:resource_tracker:UserWarning"
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if quiet not in current:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, quiet]))
+
+
 def main() -> None:  # console-script entry point
+    quiet_children()
     cli(prog_name="spotlight-scale")
 
 

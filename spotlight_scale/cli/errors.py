@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import sys
 from typing import Iterator
 
 import click
@@ -55,3 +57,57 @@ def user_errors() -> Iterator[None]:
             raise
         log.debug("traceback of the error below", exc_info=True)
         raise click.ClickException(msg) from None
+
+
+KEPT = ("what was done is kept (a field is marked done only once it is complete; the field "
+        "that was being written is redone) and the lock is released; re-run the same command "
+        "to resume")
+#: what an interruption keeps, for commands where :data:`KEPT` is not the story
+KEPT_BY = {
+    "train": "the last checkpoint (RUN_DIR/checkpoints/latest.pt) is kept; continue with the "
+             "same command and --resume auto",
+    "synth": "the files written so far are kept; re-run the same command",
+}
+
+
+@contextlib.contextmanager
+def interrupts(ctx: click.Context | None = None) -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into one ``Error:`` line saying what was kept, and exit
+    128 + the signal number (143, 130) after the command's cleanup has run (the stores'
+    locks are released by that cleanup). ``ctx``: the group's context, which names the
+    command that ran."""
+    import threading
+
+    from ..errors import RECEIVED, Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        RECEIVED.append(signum)
+        for s in (signal.SIGTERM, signal.SIGINT):  # one interruption: let the cleanup run
+            signal.signal(s, signal.SIG_IGN)
+        if not logging.getLogger("spotlight_scale").isEnabledFor(logging.DEBUG):
+            # stopping the workers now makes Dask log errors (nannies, lost comms) that
+            # say nothing the interruption does not
+            logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
+        raise Interrupted(signum)
+
+    def report(signum: int):
+        kept = KEPT_BY.get(getattr(ctx, "invoked_subcommand", None) or "", KEPT)
+        click.echo(f"Error: interrupted ({signal.Signals(signum).name}): {kept}", err=True)
+        sys.exit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    RECEIVED.clear()
+    try:
+        yield
+        if RECEIVED:  # swallowed on the way (and the command went on to the end)
+            report(RECEIVED[0])
+    except (Interrupted, KeyboardInterrupt) as exc:
+        report(exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT))
+    finally:
+        RECEIVED.clear()
+        for s, h in old.items():
+            signal.signal(s, h)

@@ -12,7 +12,14 @@ what is wrong; the caller adds the file, channel or manifest line. Limits:
   field (a few float32 copies) in a worker's memory;
 - image values finite and not constant: Otsu's threshold, the foreground mask
   and the normalisation are meaningless on a constant channel;
-- ground-truth masks integer-valued and non-negative.
+- ground-truth masks integer-valued and non-negative;
+- the type of an image channel one a microscope writes (:func:`dtype_problem`): unsigned
+  or signed integers or floats. Refused, naming file and channel: ``bool`` (a mask or
+  a threshold, not an image: resampling and Otsu turned 20 % True into a constant
+  field), complex numbers, signed integers holding negative values (camera counts are
+  never negative: background-subtracted data belong in float32), floats whose range
+  ``max - min`` is not finite in float64 or exceeds float32 (statistics and the network
+  run in float32). Nothing is converted silently.
 """
 
 from __future__ import annotations
@@ -54,10 +61,38 @@ def field_shape_problem(shape) -> str | None:
     return None
 
 
+def dtype_problem(x: np.ndarray) -> str | None:
+    """An image whose type cannot be a microscope image (see the module docstring)."""
+    dt = x.dtype
+    if dt == np.bool_:
+        return ("has dtype bool (a mask or a thresholded image, not a microscope image): give "
+                "the image itself (uint8, uint16 or float32); a label image goes in path_mask")
+    if np.issubdtype(dt, np.complexfloating):
+        return f"has dtype {dt} (complex numbers), not a microscope image"
+    if not (np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating)):
+        return f"has dtype {dt}, not a numeric image"
+    if x.size and np.issubdtype(dt, np.signedinteger) and x.min() < 0:
+        return (f"has dtype {dt} with negative values (down to {x.min().item()}): camera counts "
+                "are never negative; save background-subtracted data as float32")
+    if x.size and np.issubdtype(dt, np.floating) and dt.itemsize > 4:  # float32 always fits
+        finite = x[np.isfinite(x)]
+        if finite.size:
+            lo, hi = float(finite.min()), float(finite.max())
+            limit = float(np.finfo(np.float32).max)
+            if not np.isfinite(hi - lo) or max(abs(lo), abs(hi)) > limit:
+                return (f"has values from {lo:g} to {hi:g}, beyond the float32 range the "
+                        "statistics and the network use")
+    return None
+
+
 def values_problem(x: np.ndarray) -> str | None:
-    """Non-finite voxels, or a constant volume."""
+    """A type that cannot be an image (:func:`dtype_problem`), non-finite voxels, or a
+    constant volume."""
     if x.size == 0:
         return "is empty"
+    problem = dtype_problem(x)
+    if problem:
+        return problem
     if np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.complexfloating):
         bad = int(x.size - np.count_nonzero(np.isfinite(x)))
         if bad:

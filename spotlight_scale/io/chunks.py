@@ -74,8 +74,8 @@ class VerifiedArray:
     array : zarr.Array
     what : str
         What the array is, for messages (``"field P1/B03/0, s0"``).
-    hint : str
-        What to run to rebuild it (``"re-run ingest"``).
+    hint : str or callable
+        What to run to rebuild it (``"re-run ingest"``), or a function returning it.
     """
 
     def __init__(self, array, what: str, hint: str = ""):
@@ -129,4 +129,5 @@ class VerifiedArray:
         return None
 
     def _suffix(self) -> str:
-        return f"; {self._hint}" if self._hint else ""
+        hint = self._hint() if callable(self._hint) else self._hint  # built when it is needed
+        return f"; {hint}" if hint else ""

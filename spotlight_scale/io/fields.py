@@ -26,6 +26,35 @@ def build_pyramid(volume: np.ndarray, n_levels: int, labels: bool = False) -> li
     return levels
 
 
+def drop_damaged_group_metadata(plate_dir) -> list[str]:
+    """Delete metadata files of a plate, its rows and wells that do not parse (a truncated
+    ``zarr.json``), so that the group is created afresh; they hold only the HCS plate and
+    well metadata, which every stage that adds fields rewrites at its end
+    (:func:`finalize_store`). Field groups are left alone (they are data: the stage that
+    wrote them redoes them). Returns the files deleted."""
+    import logging
+    from pathlib import Path
+
+    from .verify import METADATA_FILES, bad_metadata, bad_metadata_file
+
+    plate_dir = Path(plate_dir)
+    dropped = []
+    groups = [plate_dir, *[p for p in plate_dir.glob("*") if p.is_dir()],
+              *[p for p in plate_dir.glob("*/*") if p.is_dir()]]
+    for group in groups:
+        if bad_metadata(group) is None:  # the common case: one parse per file
+            continue
+        for name in METADATA_FILES:
+            path = group / name
+            if path.is_file() and bad_metadata_file(path):
+                path.unlink()
+                dropped.append(str(path))
+                logging.getLogger(__name__).warning(
+                    "%s did not parse: replaced (the plate's metadata is rewritten at the "
+                    "end of this run)", path)
+    return dropped
+
+
 def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
                     prediction: str | None = None):
     """Open (creating if needed) the well group of ``key``.
@@ -48,6 +77,19 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+        except ValueError:  # JSONDecodeError: damaged plate, row or well metadata
+            if not drop_damaged_group_metadata(store.plate_path(key.plate, prediction)):
+                raise
+
+
+def remove_field_folder(path) -> None:
+    """Delete a field's folder from the file system: zarr's own ``del`` parses the field's
+    metadata first, and fails on the damaged metadata a rewrite is meant to replace."""
+    import shutil
+    from pathlib import Path
+
+    if Path(path).exists():
+        shutil.rmtree(path)
 
 
 def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.ndarray,
@@ -88,8 +130,7 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
         levels.append(np.stack([downsample_mean(prev[0]), downsample_mean(prev[1])]))
 
     well = open_well_group(store, key)
-    if str(key.field) in well:
-        del well[str(key.field)]  # a partial field from an interrupted run
+    remove_field_folder(store.field_url(key))  # a partial or damaged field of an earlier run
     group = well.require_group(str(key.field))
     windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
     write_image_czyx(group, levels, voxel_size=voxel_size, channel_names=CHANNELS,
@@ -117,8 +158,12 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
                           patch_shape=settings["patch_shape"], stride=settings["stride"],
                           min_fraction=settings["min_fraction"],
                           threshold=stats["target"]["otsu"], field_id=key.id)
+    from .verify import record
+
+    stored = record(store.field_url(key),
+                    store.patch_index_path(key) if patch_index is not None else None)
     store.mark_done("ingest", key, {"split": split, "fingerprint": fingerprint,
-                                    **(marker_info or {})})
+                                    "stored": stored, **(marker_info or {})})
     return int(czyx.nbytes)
 
 
@@ -138,6 +183,7 @@ def finalize_store(store: Store) -> None:
     for key in keys:
         by_plate.setdefault(key.plate, {}).setdefault(key.well, []).append(key.field)
     for plate, wells in by_plate.items():
+        drop_damaged_group_metadata(store.plate_path(plate))
         group = zarr.open_group(str(store.plate_path(plate)), mode="a",
                                 zarr_format=store.zarr_format)
         write_plate(group, name=plate, wells=wells, fmt=store.ngff_format())

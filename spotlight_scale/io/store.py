@@ -13,6 +13,7 @@ Layout (``STORE_LAYOUT_VERSION`` = 2)::
           labels/<NAME>                      labels written by `segment --name NAME` (of
                                              target or signal)
           zarr attrs "spotlight_scale"       field metadata + per-channel statistics
+      predictions/<NAME>/model.json          the model NAME belongs to (created exclusively)
       predictions/<NAME>/<PLATE>.zarr/       `predict --name NAME`: an HCS plate with the same
         <ROW>/<COL>/<FIELD>/                 rows/cols/fields, one channel "prediction" (CZYX, C=1)
           labels/<NAME>                      labels `segment --image prediction:NAME` wrote
@@ -31,7 +32,9 @@ fingerprint so a re-run can tell whether old work still counts, and the stamp
 of their inputs (:meth:`Store.input_stamp`): the ingest marker holds the
 content fingerprint of the field's files (see ``pipelines/ingest.py``), a
 prediction or labels marker the stamp of the image it was made from, so work
-made from data that has since changed is redone, not reported done.
+made from data that has since changed is redone, not reported done. They also record
+what the stage wrote (file count, sizes: :mod:`spotlight_scale.io.verify`), so a re-run
+redoes a field that was damaged since, instead of skipping it.
 
 Every chunk of every array is written (even chunks equal to the fill value),
 so a chunk missing inside an array's extent is lost data; reads through
@@ -185,7 +188,7 @@ class Store:
         self.root = Path(root)
         manifest = self.root / STORE_MANIFEST
         if manifest.exists():
-            self.manifest = json.loads(manifest.read_text())
+            self.manifest = _read_store_manifest(self.root)
             check_version("store layout", self.manifest.get("layout_version"),
                           STORE_LAYOUT_VERSION, str(manifest),
                           hint="re-ingest the raw data into a new store")
@@ -208,6 +211,22 @@ class Store:
                 f"{self.root}: not a spotlight-scale store (no {STORE_MANIFEST}); "
                 "run `spotlight-scale ingest MANIFEST STORE` first"
             )
+
+    def ingest_command(self, key: FieldKey | None = None) -> str:
+        """The ``ingest`` command line that rebuilds this store's fields with its settings
+        (the manifest recorded in ``key``'s ingest marker, else ``MANIFEST``)."""
+        marker = (self.is_done("ingest", key) if key is not None else None) or {}
+        return ingest_command(self.root, self.settings, marker.get("manifest"))
+
+    def predict_command(self, key: FieldKey, name: str) -> str:
+        """The ``predict`` command line that redoes prediction ``name`` of ``key``."""
+        marker = self.is_done("predict", key, name=name) or {}
+        try:
+            split = self.field_meta(key).get("split", "all")
+        except (StoreError, ValueError):
+            split = "all"
+        return (f"spotlight-scale predict {self.root} {marker.get('model_path', 'MODEL')} "
+                f"--name {name} --split {split}")
 
     def writing(self, command: str, shard: tuple[int, int] | None = None):
         """Context manager holding the store's lock while ``command`` writes into it
@@ -252,7 +271,25 @@ class Store:
         if mode == "r" and not path.exists():
             what = f"prediction {prediction!r}" if prediction else "field"
             raise StoreError(f"{self.root}: {what} {key} not found at {path}")
-        return zarr.open_group(str(path), mode=mode, zarr_format=self.zarr_format)
+        try:
+            return zarr.open_group(str(path), mode=mode, zarr_format=self.zarr_format)
+        except ValueError:  # JSONDecodeError: damaged metadata
+            self._raise_bad_metadata(path, key, prediction)
+            raise
+
+    def _raise_bad_metadata(self, path: Path, key: FieldKey, prediction: str | None) -> None:
+        """Raise :class:`StoreError` naming the metadata file under ``path`` (or a parent group)
+        that does not parse, with the command that rewrites it; return if all parse."""
+        from .verify import bad_metadata
+
+        bad = bad_metadata(path, up_to=self.root)
+        if bad is None:
+            return
+        how = (f"re-run `{self.predict_command(key, prediction)}` (it redoes damaged fields)"
+               if prediction else
+               f"re-run `{self.ingest_command(key)}` (it redoes damaged fields)")
+        what = f"prediction {prediction!r} of field {key}" if prediction else f"field {key}"
+        raise StoreError(f"{bad}: the metadata of {what} is damaged; {how}")
 
     # ------------------------------------------------------------------ fields
     def fields(self, split: str | None = None) -> list[FieldKey]:
@@ -268,7 +305,8 @@ class Store:
         attrs = self.open_field(key).attrs.asdict()
         meta = attrs.get(ATTRS_KEY)
         if meta is None:
-            raise StoreError(f"{self.field_url(key)}: no spotlight_scale attributes; re-run ingest")
+            raise StoreError(f"{self.field_url(key)}: no spotlight_scale attributes; re-run "
+                             f"`{self.ingest_command(key)}` (it redoes damaged fields)")
         check_version("field attributes", meta.get("layout_version"), STORE_LAYOUT_VERSION,
                       str(self.field_url(key)))
         return meta
@@ -295,19 +333,26 @@ class Store:
         """
         if prediction is None:
             return self._verified(self.open_field(key), f"s{level}", f"field {key}",
-                                  "re-run `spotlight-scale ingest` (it redoes damaged fields)")
+                                  lambda: f"re-run `{self.ingest_command(key)}` (it redoes "
+                                          "damaged fields)")
         return self._verified(self.open_field(key, prediction=prediction), f"s{level}",
                               f"prediction {prediction!r} of field {key}",
-                              f"re-run `spotlight-scale predict ... --name {prediction} "
-                              "--overwrite`")
+                              lambda: f"re-run `{self.predict_command(key, prediction)}` (it "
+                                      "redoes damaged fields)")
 
     def labels(self, key: FieldKey, name: str, level: int = 0):
         """The ZYX array of labels ``name`` of a field (lazy, verified like :meth:`image`)."""
         grp = self.labels_group(key, name)
         if grp is None:
             raise StoreError(f"{self.field_url(key)}: no labels {name!r}")
-        hint = ("re-run `spotlight-scale ingest`" if name == "gt" else
-                f"re-run `spotlight-scale segment ... --name {name} --overwrite`")
+
+        def hint() -> str:  # built only for an error message
+            if name == "gt":
+                return f"re-run `{self.ingest_command(key)}` (it redoes damaged fields)"
+            image = (self.is_done("segment", key, name=name) or {}).get("image", "IMAGE")
+            return (f"re-run `spotlight-scale segment {self.root} --image {image} --name "
+                    f"{name}` with the options it was made with (it redoes damaged fields)")
+
         return self._verified(grp, f"s{level}", f"labels {name!r} of field {key}", hint)
 
     def _verified(self, group, array: str, what: str, hint: str):
@@ -317,7 +362,16 @@ class Store:
             arr = group[array]
         except KeyError:
             raise StoreError(f"{what}: array {array} is missing from {group.store_path}; "
-                             f"{hint}") from None
+                             f"{hint() if callable(hint) else hint}") from None
+        except ValueError:  # JSONDecodeError: the array's metadata is damaged
+            from .chunks import _chunk_dir
+            from .verify import bad_metadata
+
+            folder = _chunk_dir(group)
+            bad = bad_metadata(folder / array) if folder is not None else None
+            if bad is None:
+                raise
+            raise StoreError(f"{what}: {bad}; {hint() if callable(hint) else hint}") from None
         return VerifiedArray(arr, f"{what}, {array}", hint)
 
     def channel_index(self, channel: str) -> int:
@@ -406,8 +460,8 @@ class Store:
 
         path = self.patch_index_path(key)
         if not path.exists():
-            raise StoreError(f"{path}: no foreground patch index for field {key}; "
-                             "run `spotlight-scale ingest` (it writes the index)")
+            raise StoreError(f"{path}: no foreground patch index for field {key}; re-run "
+                             f"`{self.ingest_command(key)}` (it redoes damaged fields)")
         return read_patch_index(path)
 
     # ------------------------------------------------------------------ markers
@@ -422,7 +476,7 @@ class Store:
         path = self.marker_path(stage, key, name)
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        return _read_marker(path)
 
     def mark_done(self, stage: str, key: FieldKey, info: dict, name: str | None = None) -> None:
         """Write the completion marker (atomically). Call this last."""
@@ -446,7 +500,9 @@ class Store:
         if not base.exists():
             return
         for path in sorted(base.glob("*/*/*.json")):
-            info = json.loads(path.read_text())
+            info = _read_marker(path)
+            if info is None:
+                continue
             key = FieldKey(path.parent.parent.name, path.parent.name, int(path.stem))
             yield key, info
 
@@ -500,3 +556,105 @@ class Store:
                 if pdir.name not in removed.get("predict", []):
                     removed.setdefault("predict", []).append(pdir.name)
         return removed
+
+
+def _read_marker(path: Path) -> dict | None:
+    """A marker's content; ``None`` (not done: the stage redoes the field) when it does not
+    parse (markers are written atomically, so only outside damage truncates one)."""
+    import logging
+
+    try:
+        info = json.loads(path.read_text())
+        if isinstance(info, dict):
+            return info
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    logging.getLogger(__name__).warning("%s: damaged completion marker (it does not parse); "
+                                        "its field counts as not done and is redone", path)
+    return None
+
+
+def ingest_command(root, settings: dict | None, manifest: str | None = None) -> str:
+    """``spotlight-scale ingest MANIFEST ROOT`` with the options that reproduce ``settings``
+    (options at their defaults are left out)."""
+    from ..pipelines.ingest import IngestSettings
+
+    default = IngestSettings().as_dict()
+    settings = {**default, **(settings or {})}
+    flags = []
+    if settings["isotropic_um"] is None:
+        flags.append("--no-resample")
+    elif settings["isotropic_um"] != default["isotropic_um"]:
+        flags.append(f"--isotropic {settings['isotropic_um']}")
+    for key, flag in (("chunks", "--chunks"), ("patch", "--patch"),
+                      ("patch_stride", "--patch-stride")):
+        if list(settings[key]) != list(default[key]):
+            flags.append(f"{flag} {','.join(str(int(v)) for v in settings[key])}")
+    if settings["min_fraction"] != default["min_fraction"]:
+        flags.append(f"--min-foreground {settings['min_fraction']}")
+    if settings["ngff"] != default["ngff"]:
+        flags.append(f"--ngff {settings['ngff']}")
+    return " ".join(["spotlight-scale ingest", str(manifest or "MANIFEST"), str(root), *flags])
+
+
+def _read_store_manifest(root: Path) -> dict:
+    """``ROOT/spotlight.json``; when it does not parse, :class:`StoreError` naming it with the
+    command that rebuilds it (a plain ``ingest`` re-run rebuilds it from the fields' markers,
+    see :func:`rebuild_store_manifest`)."""
+    path = root / STORE_MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+        return manifest
+    except (ValueError, UnicodeDecodeError) as exc:
+        marker = _any_ingest_marker(root) or {}
+        cmd = ingest_command(root, (marker.get("params") or {}).get("settings"),
+                             marker.get("manifest"))
+        raise StoreError(f"{path}: cannot be parsed ({type(exc).__name__}: {exc}): the store "
+                         f"manifest is damaged; re-run `{cmd}` (it rebuilds it from the "
+                         "fields' markers and keeps the fields)") from None
+
+
+def _any_ingest_marker(root: Path) -> dict | None:
+    base = Path(root) / "_done" / "ingest"
+    for path in base.glob("*/*/*.json") if base.is_dir() else ():
+        info = _read_marker(path)
+        if info:
+            return info
+    return None
+
+
+def rebuild_store_manifest(root: str | Path, settings: dict, ngff: str) -> bool:
+    """Rewrite a ``spotlight.json`` that does not parse (``ingest`` does this first). The
+    settings are those the fields' ingest markers record (else ``settings``), and the NGFF
+    version is what the plates' metadata files say (else ``ngff``). Returns whether it
+    rewrote the file."""
+    import logging
+
+    root = Path(root)
+    path = root / STORE_MANIFEST
+    try:
+        _read_store_manifest(root)
+        return False
+    except FileNotFoundError:
+        return False
+    except StoreError:
+        pass
+    marker = _any_ingest_marker(root) or {}
+    recorded = (marker.get("params") or {}).get("settings") or settings
+    plates = list(root.glob("*.zarr"))
+    if any((p / "zarr.json").exists() for p in plates):
+        ngff = "0.5"
+    elif any((p / ".zgroup").exists() for p in plates):
+        ngff = "0.4"
+    from .. import __version__
+
+    atomic_write_json(path, {"layout_version": STORE_LAYOUT_VERSION, "ngff": ngff,
+                             "created_by": f"spotlight-scale {__version__}",
+                             "settings": {**recorded, "ngff": ngff}})
+    logging.getLogger(__name__).warning("%s did not parse: rebuilt it from the fields' markers "
+                                        "(settings %s)", path, recorded)
+    return True

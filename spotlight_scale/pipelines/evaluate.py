@@ -184,6 +184,8 @@ def build_plan(store: Store, predictions: Sequence[str], *, gt_labels: str = "gt
                     len(fields) - len(keep), len(fields), split)
     if not keep:
         raise StoreError(f"{store.root}: no {split} field has all predictions {predictions}")
+    for p in predictions:
+        _check_one_model(store, p, keep)
 
     seg_names = store.done_names("segment")
     labels = dict(labels or {})
@@ -251,6 +253,23 @@ def build_plan(store: Store, predictions: Sequence[str], *, gt_labels: str = "gt
         "otsu_median": float(np.median([store.stats(k, "target")["otsu"] for k in keep])),
     }
     return plan
+
+
+def _check_one_model(store: Store, name: str, keys) -> None:
+    """A prediction is scored as one model: refuse one whose fields were predicted by several
+    (a store written before prediction names were claimed by one model)."""
+    models: dict[str, list] = {}
+    for k in keys:
+        marker = store.is_done("predict", k, name) or {}
+        models.setdefault(str(marker.get("model_sha256")), []).append(
+            (k, marker.get("model_path")))
+    if len(models) > 1:
+        desc = "; ".join(f"{v[0][1]} (sha256 {sha[:12]}...) for {len(v)} field(s), e.g. {v[0][0]}"
+                         for sha, v in models.items())
+        raise ValueError(f"prediction {name!r} holds fields of {len(models)} models ({desc}): "
+                         "it cannot be scored as one model; re-run `spotlight-scale predict "
+                         f"{store.root} MODEL --name {name} --split all --overwrite` with one "
+                         "model")
 
 
 def _input_markers(store: Store, key: FieldKey, plan) -> dict:

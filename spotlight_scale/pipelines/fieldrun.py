@@ -72,7 +72,10 @@ def collect(futures: Mapping[Any, Hashable], *, stage: str, on_error: str, progr
     check_on_error(on_error)
     results, failures = [], []
     try:
+        from ..errors import check_interrupted
+
         for fut in as_completed(list(futures)):
+            check_interrupted()
             item = futures[fut]
             try:
                 res = fut.result()
@@ -135,12 +138,19 @@ def run_fields(items, submit: Callable[[Any, Any], Any], *, stage: str, desc: st
             return f"{running['sum']} {noun}"
 
         collect_kw["on_result"] = on_result
+    from ..errors import check_interrupted
+
     with open_client(cluster, workers=workers, cluster_config=cluster_config) as client:
+        check_interrupted()  # a signal during the cluster's start may have been swallowed
         futures = {submit(client, item): item for item in items}
         try:
             return collect(futures, stage=stage, on_error=on_error, progress=progress,
                            **collect_kw)
-        except BaseException:
+        except BaseException as exc:
+            from ..errors import Interrupted
+
+            if isinstance(exc, (Interrupted, KeyboardInterrupt)):
+                client.cancel(list(futures))  # the workers take no further field
             if on_failure is not None:
                 after_failure(*on_failure)
             raise

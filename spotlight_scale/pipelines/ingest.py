@@ -138,13 +138,30 @@ def content_fingerprint(params: dict[str, Any], digests: dict[str, str]) -> str:
 
 
 def _intact(store: Store, key, fingerprint: str) -> bool:
-    """The field's arrays were written to the end by the ingest that made ``fingerprint``."""
-    from ..io.store import StoreError
+    """The field's arrays were written to the end by the ingest that made ``fingerprint``,
+    and are still there (:func:`field_damage`)."""
+    return field_damage(store, key, fingerprint) is None
 
+
+def field_damage(store: Store, key, fingerprint: str | None = None) -> str | None:
+    """Why the done field ``key`` no longer holds what its ingest wrote (a chunk, an array,
+    the patch index missing or truncated, metadata that does not parse: see
+    :mod:`spotlight_scale.io.verify`), or ``None`` if it is intact."""
+    from ..io.store import StoreError
+    from ..io.verify import damage
+
+    marker = store.is_done("ingest", key) or {}
+    problem = damage(store.field_url(key), marker.get("stored"), store.patch_index_path(key))
+    if problem:
+        return problem
     try:
-        return store.field_meta(key).get("fingerprint") == fingerprint
-    except (StoreError, KeyError, FileNotFoundError, ValueError):
-        return False
+        if store.field_meta(key).get("fingerprint") != (fingerprint or marker.get("fingerprint")):
+            return f"{store.field_url(key)}: written by another ingest than its marker's"
+    except (StoreError, KeyError, FileNotFoundError, ValueError) as exc:
+        return str(exc)
+    if not store.patch_index_path(key).is_file():
+        return f"{store.patch_index_path(key)} (the patch index) is missing"
+    return None
 
 
 def _quick_unchanged(store: Store, row: ManifestRow, settings: IngestSettings) -> bool:
@@ -182,12 +199,14 @@ def _refresh(store: Store, row: ManifestRow, marker: dict, settings: IngestSetti
 
 
 def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, manifest: str | None = None) -> dict[str, Any]:
     """Ingest one field (runs on a worker). Returns a small summary dict.
 
     ``status`` is ``"unchanged"`` (same content fingerprint, nothing rewritten),
     ``"new"`` or ``"changed"`` (the field had other content: ``removed`` lists
-    the labels and predictions made from it, now gone).
+    the labels and predictions made from it, now gone), ``"repaired"`` (same
+    content, but the stored field was damaged: ``damage`` says how) or
+    ``"rewritten"`` (``overwrite``).
     """
     from ..core.patches import foreground_patch_origins
     from ..core.resample import resample
@@ -201,8 +220,8 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
     fp = content_fingerprint(params, digests)
     marker = store.is_done("ingest", row.key)
     summary = {"field": row.key.id, "raw_bytes": row.nbytes, "removed": {}}
-    if marker and marker.get("fingerprint") == fp and _intact(store, row.key, fp) \
-            and not overwrite:
+    damaged = field_damage(store, row.key, fp) if marker else None
+    if marker and marker.get("fingerprint") == fp and damaged is None and not overwrite:
         _refresh(store, row, marker, settings)
         return {**summary, "status": "unchanged", "stored_bytes": 0, "n_patches": 0}
 
@@ -256,10 +275,21 @@ def ingest_field(store_root: str, row: ManifestRow, settings: IngestSettings,
         patch_settings={"patch_shape": patch, "stride": grid["patch_stride"],
                         "min_fraction": settings.min_fraction},
         fingerprint=fp, marker_info={"n_patches": int(len(origins)), "params": params,
-                                     "files": _file_record(row)})
-    status = "new" if not marker else "changed" if old_fp != fp else "rewritten"
-    return {**summary, "status": status, "stored_bytes": nbytes,
+                                     "files": _file_record(row), "manifest": manifest})
+    status = ("new" if not marker else "changed" if old_fp != fp else
+              "rewritten" if overwrite else "repaired")
+    return {**summary, "status": status, "damage": damaged, "stored_bytes": nbytes,
             "n_patches": int(len(origins)), "shape": list(signal.shape)}
+
+
+def _failed_file(row: ManifestRow, exc: BaseException) -> str:
+    """The input file a failure is about: the one its message names (the target or mask
+    when that was the bad one), else the signal file."""
+    text = str(exc)
+    for path in (row.path_target, row.path_mask, row.path_signal):
+        if path is not None and str(path) in text:
+            return str(path)
+    return str(row.path_signal)
 
 
 def _check_rows(rows: list[ManifestRow], settings: IngestSettings, failures: list[dict],
@@ -369,6 +399,9 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
     store_root = Path(store_root)
     _check_target(store_root)
     with exclusive(store_root, "ingest", shard=shard):
+        from ..io.store import rebuild_store_manifest
+
+        rebuild_store_manifest(store_root, settings.as_dict(), settings.ngff)
         store = Store(store_root, create=True, ngff=settings.ngff, settings=settings.as_dict())
         _accept_settings(store, settings, overwrite)
         annotations.record(store, screen)
@@ -394,13 +427,13 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
             def record(row, exc):
                 from ..errors import describe
 
-                return {"line": row.line, "file": str(row.path_signal),
+                return {"line": row.line, "file": _failed_file(row, exc),
                         "error": f"line {row.line}: {describe(exc)}"}
 
             results, task_failures = run_fields(
                 todo, lambda client, row: client.submit(
                     ingest_field, str(store_root), row, settings, overwrite,
-                    key=f"ingest-{row.key.id}-{row.line}",
+                    str(Path(manifest).resolve()), key=f"ingest-{row.key.id}-{row.line}",
                     retries=1 if on_error == "skip" else 0, pure=False),
                 stage="ingest", desc="ingest", on_error=on_error, cluster=cluster,
                 workers=workers, cluster_config=cluster_config, progress_stream=progress_stream,
@@ -417,13 +450,16 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
                     continue
                 done += 1
                 raw_bytes += res["raw_bytes"]
-                if res["status"] == "changed" or res["removed"]:
-                    changed[res["field"]] = res["removed"]
+                if res["status"] == "changed" or res["removed"] or res["status"] == "repaired":
+                    if res["status"] == "changed" or res["removed"]:
+                        changed[res["field"]] = res["removed"]
                     made = "; ".join(f"{stage} {', '.join(names)}"
                                      for stage, names in res["removed"].items())
                     log.warning("ingest: field %s %s: re-ingested%s", res["field"],
-                                "has new input content" if res["status"] == "changed"
-                                else "rewritten (--overwrite)",
+                                {"changed": "has new input content",
+                                 "rewritten": "rewritten (--overwrite)",
+                                 "repaired": f"was damaged ({res.get('damage')})"}.get(
+                                    res["status"], "was incomplete"),
                                 f"; removed what was made from it ({made}): re-run those "
                                 "stages" if made else "")
         elif store.fields():

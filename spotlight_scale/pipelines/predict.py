@@ -13,6 +13,16 @@ tiles, not the field. Predictions go to ``STORE/predictions/<NAME>/<PLATE>.zarr`
 by the tile step) with the model's provenance in the image attributes; the
 coarser pyramid levels are computed from level 0 chunk by chunk, and the
 field's ``predict`` marker is written last.
+
+A prediction name belongs to one model. The first run into a name claims it:
+``predictions/<NAME>/model.json`` (the model's SHA-256 and path) is created
+atomically and exclusively (:func:`claim_prediction`), so of two runs with two
+models started at the same time (two ``--shard`` tasks of a job array) one
+is refused; every field task checks the claim again before it writes and
+before it marks its field done, so a run whose name was taken over with
+``--overwrite`` meanwhile marks nothing done. On a re-run a done field is
+skipped only when its stored files still match what its marker records
+(:mod:`spotlight_scale.io.verify`); a damaged prediction is predicted again.
 """
 
 from __future__ import annotations
@@ -56,6 +66,82 @@ def _cached_model(path: str, sha: str, device: str):
         return _MODEL_CACHE[key]
 
 
+CLAIM_FILE = "model.json"
+
+
+def claim_path(store: Store, name: str) -> Path:
+    return store.root / "predictions" / check_name(name, "prediction name") / CLAIM_FILE
+
+
+def _read_claim(path: Path) -> dict | None:
+    """The claim's content; ``None`` when there is none; ``{}`` when it does not parse."""
+    import json
+
+    try:
+        info = json.loads(path.read_text())
+        return info if isinstance(info, dict) else {}
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return {}
+
+
+def claim_prediction(store: Store, name: str, sha: str, model_path, *,
+                     overwrite: bool = False) -> None:
+    """Make prediction ``name`` the model ``sha``'s, or refuse (``ValueError``) when another
+    model holds it and not ``overwrite``. The claim file is created exclusively (``os.link``
+    of a finished file, which fails if it exists), so two runs racing for a new name cannot
+    both win."""
+    import datetime as _dt
+    import os
+    import socket
+    import uuid
+
+    from ..io.atomic import atomic_write_json
+
+    path = claim_path(store, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model_sha256": sha, "model_path": str(model_path), "host": socket.gethostname(),
+               "pid": os.getpid(),
+               "since": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    tmp = path.with_name(f".{CLAIM_FILE}.{uuid.uuid4().hex}.tmp")
+    try:
+        atomic_write_json(tmp, payload)
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = _read_claim(path)
+    if info is not None and info.get("model_sha256") == sha:
+        return
+    if overwrite:
+        atomic_write_json(path, payload)
+        return
+    if not info:
+        raise ValueError(f"{path}: cannot be parsed: it should name the model that prediction "
+                         f"{name!r} belongs to; pass --overwrite to give the name to this "
+                         "model, or choose another --name")
+    raise ValueError(
+        f"prediction {name!r} belongs to another model ({info.get('model_path')}, sha256 "
+        f"{str(info.get('model_sha256', ''))[:12]}..., claimed {info.get('since', '?')} in "
+        f"{path}); choose another --name or pass --overwrite")
+
+
+def check_claim(store: Store, name: str, sha: str, key: FieldKey) -> None:
+    """Refuse (:class:`PredictError`) to write or mark field ``key`` of ``name`` when the name
+    now belongs to another model (taken over with ``--overwrite`` by a concurrent run)."""
+    path = claim_path(store, name)
+    info = _read_claim(path)
+    if not info or info.get("model_sha256") != sha:
+        owner = (f"{info.get('model_path')}, claimed in {path}" if info else
+                 f"{path} is missing or does not parse")
+        raise PredictError(
+            f"prediction {name!r} of field {key}: the name no longer belongs to this run's "
+            f"model ({owner}); this run's prediction of the field is not marked done")
+
+
 def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, name: str, *,
                   tile, overlap, device: str = "auto", batch_size: int = 1) -> dict[str, Any]:
     """Predict one field and write it (runs on a worker).
@@ -72,6 +158,7 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
     from ..io.omezarr import create_image_czyx, fill_pyramid
 
     store = Store(store_root)
+    check_claim(store, name, sha, key)
     inputs = store.input_stamp(key, "signal")
     device = torch_device(device)  # dask-cuda pins each worker to its GPU (CUDA_VISIBLE_DEVICES)
     model, meta = _cached_model(model_path, sha, device)
@@ -96,8 +183,9 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
         return y.float().cpu().numpy()[:, 0]
 
     well = open_well_group(store, key, prediction=name)
-    if str(key.field) in well:
-        del well[str(key.field)]  # a partial field from an interrupted run
+    from ..io.fields import remove_field_folder
+
+    remove_field_folder(store.field_url(key, name))  # partial or damaged: an earlier run's
     group = well.require_group(str(key.field))
     # display window: the training target's range, which predictions are rescaled into
     arrays = create_image_czyx(group, shape, np.float32, voxel_size=field["voxel_size_um"],
@@ -121,8 +209,12 @@ def predict_field(store_root: str, key: FieldKey, model_path: str, sha: str, nam
                                    **foreground_threshold_attrs(rng, mode)},
         "tile": list(tile), "overlap": list(overlap), "margin": list(plan.margin),
         "tiles": list(plan.counts)}
+    from ..io.verify import record
+
+    stored = record(store.field_url(key, name))
+    check_claim(store, name, sha, key)
     store.mark_done("predict", key, {"model_sha256": sha, "model_path": str(model_path),
-                                     "inputs": inputs}, name=name)
+                                     "inputs": inputs, "stored": stored}, name=name)
     return {"field": key.id, "voxels": int(np.prod(shape)), **stream}
 
 
@@ -137,6 +229,13 @@ def foreground_threshold_attrs(rng: dict, mode: str) -> dict[str, Any]:
             "foreground_threshold_rule": None if t is None else THRESHOLD_RULE.get(mode)}
 
 
+def _prediction_damage(store: Store, key: FieldKey, name: str, marker: dict) -> str | None:
+    """Why the done prediction ``name`` of ``key`` no longer holds what was written."""
+    from ..io.verify import damage
+
+    return damage(store.field_url(key, name), marker.get("stored"))
+
+
 def finalize_predictions(store: Store, name: str) -> None:
     """Write HCS plate/well metadata of the prediction plates, listing done fields only."""
     import zarr
@@ -146,7 +245,10 @@ def finalize_predictions(store: Store, name: str) -> None:
     by_plate: dict[str, dict[str, list[int]]] = {}
     for key in store.done_fields("predict", name):
         by_plate.setdefault(key.plate, {}).setdefault(key.well, []).append(key.field)
+    from ..io.fields import drop_damaged_group_metadata
+
     for plate, wells in by_plate.items():
+        drop_damaged_group_metadata(store.plate_path(plate, name))  # rewritten just below
         group = zarr.open_group(str(store.plate_path(plate, name)), mode="a",
                                 zarr_format=store.zarr_format)
         write_plate(group, name=f"{plate} prediction {name}", wells=wells, fmt=store.ngff_format())
@@ -217,16 +319,21 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
             "mix two models under one name: use --split all with --overwrite, or another --name")
     finalize = finalize_predictions if shard is None else (lambda store, name: None)
     with store.writing(f"predict {name}", shard=shard):
+        claim_prediction(store, name, sha, model_path, overwrite=overwrite)
         todo, skipped = [], 0
         for key in keys:
             done = done_all.get(key)
-            if done and not overwrite and done.get("inputs") == store.input_stamp(key, "signal"):
+            fresh = done and done.get("inputs") == store.input_stamp(key, "signal")
+            damaged = _prediction_damage(store, key, name, done) if fresh else None
+            if fresh and not overwrite and not damaged:
                 skipped += 1
                 continue
             if done:
                 if not overwrite:
-                    log.warning("predict %s: field %s was re-ingested since its prediction; "
-                                "predicting it again", name, key)
+                    log.warning("predict %s: %s; predicting it again", name,
+                                f"the prediction of field {key} is damaged ({damaged})"
+                                if damaged else
+                                f"field {key} was re-ingested since its prediction")
                 store.clear_done("predict", key, name=name)
             todo.append(key)
         t0 = time.perf_counter()

@@ -43,6 +43,42 @@ def _inputs(store: Store, key: FieldKey, labels: str, image: str) -> list:
     return [store.input_stamp(key, f"labels:{labels}"), store.input_stamp(key, image)]
 
 
+def _profile_damage(out: Path, key: FieldKey, marker_path: Path) -> str | None:
+    """Why a profiled field's marker cannot be trusted: it does not parse, or the field's
+    Parquet file is gone or has another size than was written."""
+    try:
+        marker = json.loads(marker_path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return f"{marker_path} does not parse"
+    part = P.part_path(Path(out), key)
+    if not part.is_file():
+        return f"{part} is missing"
+    if "bytes" in marker and part.stat().st_size != marker["bytes"]:
+        return f"{part} has {part.stat().st_size} bytes, {marker['bytes']} were written"
+    return None
+
+
+def _read_labels(store: Store, key: FieldKey, labels: str) -> np.ndarray:
+    """Labels ``labels`` of ``key``, refusing labels a ``segment`` run is (re)writing: their
+    chunks are then absent because they are not written yet, not because they were lost."""
+    from ..io.chunks import ChunkError
+
+    def busy() -> StoreError:
+        return StoreError(f"labels {labels!r} of field {key} are not complete: a `segment "
+                          f"--name {labels}` is writing them (or was interrupted); re-run "
+                          "profile once segment has finished")
+
+    marker = store.is_done("segment", key, name=labels) if labels != "gt" else True
+    if not marker:
+        raise busy()
+    try:
+        return store.read_named(key, f"labels:{labels}")
+    except ChunkError:
+        if labels != "gt" and store.is_done("segment", key, name=labels) != marker:
+            raise busy() from None
+        raise
+
+
 def intensity_scale(store: Store, key: FieldKey) -> float:
     """The stored images' dtype maximum for integer stores (65535 for uint16), else 1."""
     dtype = np.dtype(store.field_meta(key).get("dtype", "float32"))
@@ -62,7 +98,7 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
     if not store.has_labels(key, labels):
         raise StoreError(f"field {key} has no labels {labels!r}; run `spotlight-scale segment "
                          f"... --name {labels}`")
-    lab = store.read_named(key, f"labels:{labels}")
+    lab = _read_labels(store, key, labels)
     img = store.read_named(key, image)
     if lab.shape != img.shape:
         raise StoreError(f"field {key}: labels {lab.shape} and image {img.shape} differ in shape")
@@ -79,7 +115,8 @@ def profile_field(store_root: str, key: FieldKey, labels: str, image: str, out: 
                 voxel_size_um=list(store.voxel_size(key)))
     atomic_write_json(_marker(Path(out), key), {"fingerprint": fingerprint, "rows": len(df),
                                                 "inputs": inputs,
-                                                "platemap": _digest(platemap)})
+                                                "platemap": _digest(platemap),
+                                                "bytes": P.part_path(Path(out), key).stat().st_size})
     return {"field": key.id, "rows": len(df)}
 
 
@@ -175,6 +212,10 @@ def profile(store_root, *, labels: str, image: str = "target", out, split: str =
         todo, skipped = [], 0
         for key in keys:
             m = _marker(out, key)
+            damaged = _profile_damage(out, key, m) if m.exists() else None
+            if damaged:
+                log.warning("profile %s: field %s: %s; profiling it again", labels, key, damaged)
+                m.unlink()
             if m.exists() and not overwrite:
                 marker = json.loads(m.read_text())
                 if marker.get("fingerprint") != fp:

@@ -156,12 +156,24 @@ def segment_field(store_root: str, key: FieldKey, image: str, name: str, *, meth
                      properties=label_properties(labels, data, store.voxel_size(key)))
     dest["labels"][name].attrs[SEGMENTATION_ATTR] = info
     n = int(np.unique(labels[labels > 0]).size)
+    from ..io.verify import record
+
+    stored = record(store.field_url(key, prediction) / "labels" / name)
     store.mark_done("segment", key, {"image": image, "method": method, "fingerprint": fingerprint,
-                                     "n_objects": n, "inputs": inputs,
+                                     "n_objects": n, "inputs": inputs, "stored": stored,
                                      "diameter_um": info.get("diameter_um"),
                                      "foreground": info["foreground"],
                                      "foreground_level": level}, name=name)
     return {"field": key.id, "n_objects": n}
+
+
+def _labels_damage(store: Store, key: FieldKey, name: str, marker: dict) -> str | None:
+    """Why labels ``name`` of ``key`` no longer hold what segment wrote (``None``: intact, or
+    not there at all, which the caller handles)."""
+    from ..io.verify import damage
+
+    group = store.field_url(key, store.labels_prediction(key, name)) / "labels" / name
+    return damage(group, marker.get("stored")) if group.is_dir() else None
 
 
 def segment(store_root, *, image: str, name: str, method: str = "watershed",
@@ -228,6 +240,12 @@ def segment(store_root, *, image: str, name: str, method: str = "watershed",
         todo, skipped = [], 0
         for key in keys:
             done = store.is_done("segment", key, name=name)
+            damaged = _labels_damage(store, key, name, done) if done else None
+            if damaged:
+                log.warning("segment %s: labels of field %s are damaged (%s); segmenting it "
+                            "again", name, key, damaged)
+                store.clear_done("segment", key, name=name)
+                done = None
             if done and not store.has_labels(key, name):  # labels gone (their prediction re-made)
                 store.clear_done("segment", key, name=name)
                 done = None
