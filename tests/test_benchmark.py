@@ -12,7 +12,8 @@ from spotlight_scale.cli import cli
 
 def test_benchmark_tiny_end_to_end(tmp_path):
     r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--seeds", "1",
-                                 "--spotlight-option", "lambda_ramp=2"])
+                                 "--spotlight-option", "lambda_ramp=2",
+                                 "--fnet-option", "init=torch"])
     assert r.exit_code == 0, r.output
     assert "Spotlight mean AP" in r.output  # the criteria verdicts are printed
     seeds = (tmp_path / "report.md").read_text()
@@ -43,12 +44,31 @@ def test_benchmark_tiny_end_to_end(tmp_path):
                 for run in ("fnet", "spotlight")}
     assert settings["spotlight"]["lambda_ramp"] == 2 and "lambda_ramp" not in settings["fnet"]
     assert settings["spotlight"]["dice_denominator"] == "squared"
+    # the F-net-only option reached F-net and only it; the screen is the default preset's
+    import yaml
+
+    assert meta["fnet_options"] == {"init": "torch"} and meta["synth_preset"] == "calibrated"
+    inits = {run: yaml.safe_load((tmp_path / "runs" / run / "config.yaml").read_text())["init"]
+             for run in ("fnet", "spotlight")}
+    assert inits == {"fnet": "torch", "spotlight": "fnet"}
 
 
 def test_benchmark_refuses_an_unknown_spotlight_option(tmp_path):
     r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--spotlight-option",
                                  "lambda_rmp=2"])
     assert r.exit_code != 0 and "lambda_rmp" in r.output
+
+
+def test_benchmark_refuses_a_bad_fnet_option_or_preset(tmp_path):
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--fnet-option",
+                                 "init=pytorch"])
+    assert r.exit_code != 0 and "init" in r.output and "pytorch" in r.output
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--fnet-option",
+                                 "inti=torch"])
+    assert r.exit_code != 0 and "inti" in r.output and "--fnet-option" in r.output
+    r = CliRunner().invoke(cli, ["benchmark", str(tmp_path), "--tiny", "--preset", "v9"])
+    assert r.exit_code != 0 and "v9" in r.output
+    assert not (tmp_path / "raw").exists()  # refused before anything ran
 
 
 def _metrics_table(path, values):

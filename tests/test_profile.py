@@ -76,9 +76,10 @@ def test_cp_measure_values_under_cellprofiler_names_and_labels_kept():
     labels (relabelled once by us, by cp_measure's own sanitising in the reference)."""
     from cp_measure.bulk import get_core_measurements_3d
 
-    from spotlight_scale.core.synth import synth_field
+    from spotlight_scale.core.synth import PRESETS, synth_field
 
-    f = synth_field((16, 64, 64), (0.29, 0.29, 0.29), np.random.default_rng(1))
+    # v1: the smaller nuclei of the simulator before calibration, >= 3 of them in this field
+    f = synth_field((16, 64, 64), (0.29, 0.29, 0.29), np.random.default_rng(1), PRESETS["v1"])
     lab = f["mask"].astype(np.int32) * 3  # labels 3, 6, 9, ...
     img = f["target"]
     ours = nucleus_features(lab, img, (0.29,) * 3, image_name="prediction:a-1",

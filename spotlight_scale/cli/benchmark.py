@@ -29,6 +29,12 @@ Examples:
               callback=parse_key_values, metavar="KEY=VALUE",
               help="A train config key for the Spotlight model only, e.g. lambda_ramp=100 "
               "(repeatable; recorded in benchmark.json).")
+@click.option("--fnet-option", "fnet_option", multiple=True, callback=parse_key_values,
+              metavar="KEY=VALUE",
+              help="A train config key for the F-net model only, e.g. init=torch (repeatable).")
+@click.option("--preset", default="calibrated", show_default=True,
+              help="The simulator's parameter set (synth --preset); v1 reproduces the screens "
+              "of the runs before calibration.")
 @click.option("--store", "store", type=click.Path(path_type=Path, file_okay=False, exists=True),
               default=None, help="Benchmark on this store (any ingested screen, 2D or 3D) "
               "instead of a synthetic one: learning curves, several seeds (see below).")
@@ -42,8 +48,8 @@ Examples:
               help="--store: a train config key for every model, e.g. depth=4 (repeatable).")
 @click.option("--train-only", is_flag=True,
               help="--store: train the snapshots, score later (e.g. several processes).")
-def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option, store, models,
-              one_seed, checkpoints, common, train_only):
+def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option, fnet_option,
+              preset, store, models, one_seed, checkpoints, common, train_only):
     """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
 
     Both models get the same budget and seed. Writes WORKDIR/report/report.md
@@ -61,6 +67,7 @@ def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_optio
     from ..pipelines.benchmark import run_benchmark, run_benchmark_seeds
 
     options = {key: yaml.safe_load(value) for key, value in spotlight_option}
+    f_options = {key: yaml.safe_load(value) for key, value in fnet_option}
     if store is not None:
         from ..pipelines.benchmark_store import run_store_benchmark
 
@@ -87,11 +94,12 @@ def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_optio
             raise click.BadParameter(f"expected integers like 0,1,2, got {seeds!r}",
                                      param_hint="--seeds") from None
         res = run_benchmark_seeds(workdir, budget=budget, seeds=values, workers=workers,
-                                  iterations=iterations, spotlight_options=options)
+                                  iterations=iterations, spotlight_options=options,
+                                  fnet_options=f_options, preset=preset)
         for v in res["aggregate"]["criteria"]:
             click.echo(f"  {'met' if v['met'] else 'NOT met'}: {v['criterion']}")
         click.echo(f"benchmark ({budget}, seeds {seeds}): report at {res['report']}")
         return
     res = run_benchmark(workdir, budget=budget, seed=seed, workers=workers, iterations=iterations,
-                        spotlight_options=options)
+                        spotlight_options=options, fnet_options=f_options, preset=preset)
     click.echo(f"benchmark ({budget}, seed {seed}): report at {res['report']}")

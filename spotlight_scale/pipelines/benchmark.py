@@ -60,11 +60,15 @@ BUDGETS = {
 
 def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int = 2,
                   iterations: int | None = None, spotlight_options: dict | None = None,
+                  fnet_options: dict | None = None, preset: str = "calibrated",
                   progress_stream=sys.stderr) -> dict[str, Any]:
     """Run every stage for one seed into ``workdir``; returns the summary (also in ``report/``).
 
-    The seed draws the synthetic screen and seeds both trainings. ``spotlight_options``:
-    train config keys for the Spotlight model only (e.g. ``{"lambda_ramp": 100}``).
+    The seed draws the synthetic screen and seeds both trainings. ``spotlight_options`` /
+    ``fnet_options``: train config keys for the Spotlight / F-net model only (e.g.
+    ``{"lambda_ramp": 100}``, ``{"init": "torch"}``). ``preset``: the simulator's
+    parameter set (:data:`spotlight_scale.core.synth.PRESETS`; ``v1`` for the screens of
+    the runs before calibration).
     """
     from distributed import Client, LocalCluster
 
@@ -89,10 +93,14 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
                                  checkpoint_interval=max(b.iterations // 5, 1),
                                  num_workers=1 if b.device == "cpu" else 4, **b.train_extra)
                for name, loss in models.items()}
-    if spotlight_options:  # refused before anything runs, naming the key
-        configs["spotlight"] = config_from_mapping(
-            TrainConfig, {**config_to_dict(configs["spotlight"]), **spotlight_options},
-            "--spotlight-option")
+    from ..core.synth import PRESETS
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synth preset {preset!r}; choose from {', '.join(PRESETS)}")
+    for name, options in (("spotlight", spotlight_options), ("fnet", fnet_options)):
+        if options:  # refused before anything runs, naming the key
+            configs[name] = config_from_mapping(
+                TrainConfig, {**config_to_dict(configs[name]), **options}, f"--{name}-option")
     w = Path(workdir)
     w.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -106,7 +114,8 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
 
     step("synth")
     manifest = synth_screen(w / "raw", plate="BENCH", wells=b.wells, fields=b.fields,
-                            shape=b.shape, test_fraction=0.34, val_fraction=0.12, seed=seed)
+                            shape=b.shape, test_fraction=0.34, val_fraction=0.12, seed=seed,
+                            params=PRESETS[preset])
     done("synth")
     with LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=None) as lc, Client(lc):
@@ -158,7 +167,8 @@ def run_benchmark(workdir, *, budget: str = "quick", seed: int = 0, workers: int
         done("evaluate")
     meta = {"budget": budget, "seed": seed, "workers": workers, "iterations": b.iterations,
             "settings": {k: v for k, v in b.__dict__.items()},
-            "spotlight_options": dict(spotlight_options or {}), "seconds": timings}
+            "spotlight_options": dict(spotlight_options or {}),
+            "fnet_options": dict(fnet_options or {}), "synth_preset": preset, "seconds": timings}
     (w / "report" / "benchmark.json").write_text(json.dumps(meta, indent=2, default=list))
     return {"summary": summary, "meta": meta, "report": str(w / "report" / "report.md")}
 
@@ -272,6 +282,7 @@ def write_seed_report(workdir: Path, budget: str, seeds, table, agg: dict,
 
 def run_benchmark_seeds(workdir, *, budget: str = "quick", seeds=(0, 1, 2), workers: int = 2,
                         iterations: int | None = None, spotlight_options: dict | None = None,
+                        fnet_options: dict | None = None, preset: str = "calibrated",
                         progress_stream=sys.stderr) -> dict[str, Any]:
     """:func:`run_benchmark` once per seed into ``WORK/seed-<S>/``, then ``WORK/report.md``.
 
@@ -288,7 +299,8 @@ def run_benchmark_seeds(workdir, *, budget: str = "quick", seeds=(0, 1, 2), work
         if not (sub / "report" / "summary.json").exists():
             print(f"== seed {s}", file=progress_stream, flush=True)
             run_benchmark(sub, budget=budget, seed=s, workers=workers, iterations=iterations,
-                          spotlight_options=spotlight_options, progress_stream=progress_stream)
+                          spotlight_options=spotlight_options, fnet_options=fnet_options,
+                          preset=preset, progress_stream=progress_stream)
         reports[s] = sub / "report"
     table = seed_table(reports)
     agg = aggregate_seeds(table)
