@@ -148,10 +148,20 @@ def open_client(cluster: str = "local", *, workers: int | None = None,
             lc = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
                               host="127.0.0.1", dashboard_address=":0", processes=True,
                               memory_limit=memory_limit)
-        with lc, Client(lc) as client:
+        client = Client(lc)
+        try:
             log.info("local Dask cluster: %d workers x %d threads", n, threads_per_worker)
             _quiet_task_errors(client)
             yield client
+        finally:
+            # the work is done (or its error is on its way): a cluster slow to stop on a
+            # loaded machine ("Worker process still alive after 4.0 seconds, killing",
+            # TimeoutError) must not turn a finished stage into a failed one
+            for part in (client, lc):
+                try:
+                    part.close()
+                except Exception as exc:  # noqa: BLE001 - logged, the stage's outcome stands
+                    log.debug("closing the local Dask cluster: %s: %s", type(exc).__name__, exc)
         return
     if cluster in ("slurm", "cuda"):
         from . import _cluster_backends
