@@ -48,8 +48,10 @@ Examples:
               help="--store: a train config key for every model, e.g. depth=4 (repeatable).")
 @click.option("--train-only", is_flag=True,
               help="--store: train the snapshots, score later (e.g. several processes).")
+@click.option("--score-only", is_flag=True,
+              help="--store: score and report the snapshots trained so far, train nothing.")
 def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_option, fnet_option,
-              preset, store, models, one_seed, checkpoints, common, train_only):
+              preset, store, models, one_seed, checkpoints, common, train_only, score_only):
     """synth -> ingest -> train F-net and Spotlight -> predict -> segment -> profile -> evaluate.
 
     Both models get the same budget and seed. Writes WORKDIR/report/report.md
@@ -83,7 +85,7 @@ def benchmark(workdir, budget, seed, seeds, workers, iterations, spotlight_optio
             store, workdir, models=names(models), seeds=ints(seeds or "0,1,2", "--seeds"),
             checkpoints=ints(checkpoints, "--checkpoints"), one_seed=names(one_seed),
             common={k: yaml.safe_load(v) for k, v in common}, workers=workers,
-            train_only=train_only)
+            train_only=train_only, score_only=score_only)
         click.echo(f"benchmark --store {store}: {res['message']}")
         return
 

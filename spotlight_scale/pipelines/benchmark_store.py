@@ -110,15 +110,19 @@ def train_snapshots(store, workdir, *, models: Sequence[str], seeds: Sequence[in
 def run_store_benchmark(store, workdir, *, models: Sequence[str], seeds: Sequence[int],
                         checkpoints: Sequence[int], one_seed: Sequence[str] = (),
                         common: dict | None = None, workers: int = 2, train_only: bool = False,
-                        progress_stream=sys.stderr) -> dict[str, Any]:
-    """Train (and unless ``train_only``, score and report) the store benchmark."""
+                        score_only: bool = False, progress_stream=sys.stderr) -> dict[str, Any]:
+    """Train (unless ``score_only``: the snapshots trained so far, e.g. by other processes)
+    and, unless ``train_only``, score and report the store benchmark."""
     from ..io.store import Store
 
+    if train_only and score_only:
+        raise ValueError("--train-only and --score-only exclude each other")
     Store(store)  # fail early, naming the store
     for m in models:  # every config is checked before anything trains
         train_config(m, seeds[0], checkpoints[-1], common)
-    snaps = train_snapshots(store, workdir, models=models, seeds=seeds, checkpoints=checkpoints,
-                            one_seed=one_seed, common=common, progress_stream=progress_stream)
+    snaps = [] if score_only else train_snapshots(
+        store, workdir, models=models, seeds=seeds, checkpoints=checkpoints, one_seed=one_seed,
+        common=common, progress_stream=progress_stream)
     if train_only:
         return {"message": f"{len(snaps)} snapshot(s) trained under {Path(workdir) / 'runs'}"}
     report = score_and_report(store, workdir, models=models, seeds=seeds,
