@@ -79,7 +79,7 @@ def test_store_benchmark_end_to_end_resumes(make_store, tmp_path):
                    store.read(key, "target").ravel().astype(float)).statistic
     assert row["pearson_r"] == pytest.approx(ref, abs=1e-9)
     report = (w / "report.md").read_text()
-    assert "| spotlight | 6 | 1 |" in report and "stronger F-net" in report
+    assert "| spotlight | 6 | 1 |" in report and "| 6 | **fnet-torch** (stronger) | 1 |" in report
     assert (w / "curves.png").stat().st_size > 0
     # one run, two snapshots: the one at 6 is what a straight 6-iteration run makes
     cfg = B.train_config("spotlight", 0, 6, {"depth": 2, "channels": 4, "patch": (16, 16),

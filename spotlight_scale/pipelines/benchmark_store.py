@@ -274,33 +274,37 @@ def write_curve_report(workdir, table) -> Path:
             cells.append("-" if not np.isfinite(m) else
                          f"{m:.3f}" + (f" +- {s:.3f}" if n > 1 and np.isfinite(s) else ""))
         lines.append(f"| {model} | {it} | {n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Spotlight against the stronger F-net at each budget", "",
-              "The stronger F-net is the variant with the higher mean AP (Otsu) at that budget; "
-              "differences are Spotlight minus it, on the seeds both have.", "",
-              "| iterations | stronger F-net | seeds | d AP (Otsu) | d AP (model thr.) | "
+    lines += ["", "## Spotlight against F-net at each budget", "",
+              "Differences are Spotlight minus the F-net variant, on the seeds both have "
+              "(mean +- s.d. over those seeds); **stronger** marks the F-net variant with the "
+              "higher mean AP (Otsu) at that budget, the one the issue compares against.", "",
+              "| iterations | F-net variant | seeds | d AP (Otsu) | d AP (model thr.) | "
               "d Pearson r | d PSNR fg | Spotlight bg spread / F-net's |", "|---" * 8 + "|"]
     for it in sorted(per_seed["iteration"].unique()):
         ref = stronger_fnet(per_seed, it)
         sp = per_seed[(per_seed["model"] == "spotlight") & (per_seed["iteration"] == it)]
-        if ref is None or sp.empty:
-            continue
-        fn = per_seed[(per_seed["model"] == ref) & (per_seed["iteration"] == it)]
-        both = sorted(set(sp["seed"]) & set(fn["seed"]))
-        a = sp.set_index("seed").loc[both]
-        b = fn.set_index("seed").loc[both]
+        variants = sorted(m for m in per_seed["model"].unique() if m.startswith("fnet"))
+        for var in variants:
+            fn = per_seed[(per_seed["model"] == var) & (per_seed["iteration"] == it)]
+            both = sorted(set(sp["seed"]) & set(fn["seed"]))
+            if not both:
+                continue
+            a = sp.set_index("seed").loc[both]
+            b = fn.set_index("seed").loc[both]
 
-        def d(c):
-            if c not in a or not both:
-                return "-"
-            v = (a[c] - b[c]).to_numpy(float)
-            return f"{v.mean():+.3f}" + (f" +- {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+            def d(c):
+                if c not in a:
+                    return "-"
+                v = (a[c] - b[c]).to_numpy(float)
+                return f"{v.mean():+.3f}" + (f" +- {v.std(ddof=1):.3f}" if len(v) > 1 else "")
 
-        ratio = "-"
-        if "bg_spread" in a and both:
-            ratio = f"{float(a['bg_spread'].mean() / b['bg_spread'].mean()):.2f}"
-        lines.append(f"| {it} | {ref} | {len(both)} | {d('ap_mean_50_90')} | "
-                     f"{d('ap_mean_50_90_model')} | {d('pearson_r')} | {d('psnr_fg')} | "
-                     f"{ratio} |")
+            ratio = "-"
+            if "bg_spread" in a:
+                ratio = f"{float(a['bg_spread'].mean() / b['bg_spread'].mean()):.2f}"
+            name = f"**{var}** (stronger)" if var == ref else var
+            lines.append(f"| {it} | {name} | {len(both)} | {d('ap_mean_50_90')} | "
+                         f"{d('ap_mean_50_90_model')} | {d('pearson_r')} | {d('psnr_fg')} | "
+                         f"{ratio} |")
     show = [c for c in ("pearson_r", "ap_mean_50_90", "ap_mean_50_90_model", "psnr_fg",
                         "bg_below_otsu", "bg_spread") if c in per_seed]
     fig, axes = plt.subplots(1, len(show), figsize=(3.2 * len(show), 3.0))
