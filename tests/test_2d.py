@@ -241,3 +241,17 @@ def test_a_model_of_the_other_kind_is_refused_naming_the_file(store2d, tmp_path,
     path = make_model_file(store2d, tmp_path / "m3d.pt")  # a 3D F-net
     with pytest.raises(ModelFileError, match=r"m3d\.pt: a 3D \(z-stacks\) F-net cannot predict"):
         predict(store2d.root, path, "p", split="all", workers=1)
+
+
+def test_plain_multipage_tiff_is_a_z_stack_and_a_plain_page_a_plane(tmp_path):
+    """tifffile names the pages of a TIFF without metadata Q: several are z planes."""
+    from spotlight_scale.io.tiff import read_volume
+
+    rng = np.random.default_rng(2)
+    stack = rng.integers(0, 255, (5, 20, 30)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "plane.tif", stack[0])
+    got, _ = read_volume(tmp_path / "stack.tif")
+    np.testing.assert_array_equal(got, stack)
+    got, _ = read_volume(tmp_path / "plane.tif")
+    np.testing.assert_array_equal(got, stack[:1])

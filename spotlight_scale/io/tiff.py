@@ -147,6 +147,7 @@ def read_volume(path: str | Path, channel: int | None = None, t: int | None = No
         raise TiffError(f"{path}: {exc}") from None
     except Exception as exc:  # tifffile raises many kinds on corrupt files
         raise TiffError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from None
+    axes = canonical_axes(axes, data.shape)
     try:
         take, order, _ = select_axes(axes, data.shape, channel, t)
     except ValueError as exc:
@@ -155,6 +156,17 @@ def read_volume(path: str | Path, channel: int | None = None, t: int | None = No
     kept = [a for a in axes if a not in take]
     data = np.transpose(data, [kept.index(a) for a in order])
     return (data[None] if order == "YX" else data), voxel
+
+
+def canonical_axes(axes: str, shape) -> str:
+    """tifffile's axis letters, upper case, with a plain multi-page TIFF's unnamed page axis
+    (Q or I, more than one page) named Z."""
+    axes = axes.upper()
+    if "Z" not in axes:
+        for generic in "QI":
+            if generic in axes and int(shape[axes.index(generic)]) > 1:
+                return axes.replace(generic, "Z", 1)
+    return axes
 
 
 def select_axes(axes: str, shape, channel: int | None = None, t: int | None = None
@@ -167,13 +179,8 @@ def select_axes(axes: str, shape, channel: int | None = None, t: int | None = No
     A plain multi-page TIFF's unnamed page axis (Q or I) counts as Z. Raises
     ``ValueError`` saying which column (``channel_*``, ``t``) is missing or wrong.
     """
-    axes = axes.upper()
+    axes = canonical_axes(axes, shape)
     shape = [int(n) for n in shape]
-    if "Z" not in axes:
-        for generic in "QI":
-            if generic in axes and shape[axes.index(generic)] > 1:
-                axes = axes.replace(generic, "Z", 1)
-                break
     dims = dict(zip(axes, shape))
     take: dict[str, int] = {}
     for ax, col, value in (("C", "channel_signal/channel_target", channel), ("T", "t", t)):
