@@ -46,17 +46,25 @@ def _hull_candidates(image: np.ndarray) -> np.ndarray:
     """(K, 3) float64 coordinates of the voxels that are the first or last of their line
     along every axis: the only ones that can be vertices of the hull (a vertex of a convex
     hull is an end point of every segment through it that lies in the set)."""
-    cand = np.ones(image.shape, bool)
+    ends = []
     for ax in range(3):
-        before = np.logical_or.accumulate(image, axis=ax)
-        after = np.flip(np.logical_or.accumulate(np.flip(image, ax), axis=ax), ax)
-        # first along ax: nothing before it; last: nothing after it
-        lo = np.concatenate([np.zeros_like(np.take(before, [0], ax)),
-                             np.delete(before, -1, ax)], axis=ax)
-        hi = np.concatenate([np.delete(after, 0, ax),
-                             np.zeros_like(np.take(after, [0], ax))], axis=ax)
-        cand &= ~lo | ~hi
-    return np.argwhere(cand & image).astype(np.float64)
+        has = image.any(axis=ax)
+        n = image.shape[ax]
+        first = np.argmax(image, axis=ax)
+        last = n - 1 - np.argmax(np.flip(image, ax), axis=ax)
+        ends.append((has, first, last))
+    # start from the x-ends of the (z, y) rows, keep those that are y- and z-ends too
+    has, first, last = ends[2]
+    z, y = np.nonzero(has)
+    z, y = np.concatenate([z, z]), np.concatenate([y, y])
+    x = np.concatenate([first[has], last[has]])
+    _, fy, ly = ends[1]  # per (z, x)
+    _, fz, lz = ends[0]  # per (y, x)
+    keep = ((y == fy[z, x]) | (y == ly[z, x])) & ((z == fz[y, x]) | (z == lz[y, x]))
+    pts = np.stack([z[keep], y[keep], x[keep]], axis=1)
+    pts = pts[np.unique(pts[:, 0] * (image.shape[1] * image.shape[2]) + pts[:, 1] * image.shape[2]
+                        + pts[:, 2], return_index=True)[1]]  # a one-voxel row: first == last
+    return pts.astype(np.float64)
 
 
 def _unique_points(pts: np.ndarray) -> np.ndarray:
