@@ -14,7 +14,12 @@ segmentation seconds per field.
        field, and over the test split only: its *marginal* rate is
        (nuclei of all - nuclei of test) / (time of all - time of test), so the command's
        start-up (imports, cluster) cancels.
-   Printed: median nuclei/s of each, and the ratio profile / plain loop (goal >= 1.5x).
+   Printed: median nuclei/s of each, and the ratio profile / plain loop (goal >= 1.5x);
+   also CPU seconds per nucleus of each (process time of the loop; rusage of the command
+   and its workers, marginal as above) and ``workers`` x their ratio: the wall ratio where
+   each worker has a core. On a machine shared with other sessions Linux's autogroup
+   scheduler gives one session (this script, the command and its workers together) one
+   share of the CPUs, so there the wall ratio cannot show the second worker.
 2. seconds per nucleus of each feature group alone (core.features.nucleus_features, in
    memory, one process, the same fields), and of the default set; `profile` through the
    pipeline function with 1 and 2 workers (cluster started outside the timed region).
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -100,35 +106,51 @@ def rate_vs_plain_loop(repeats: int, workers: int = 2, fields: int = 12,
               f"test split: {len(test)} fields, {n_test} nuclei", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
-        def cli(split: str) -> float:
+        def children_cpu() -> float:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        def cli(split: str) -> tuple[float, float]:
+            """Wall and CPU seconds (the command, its scheduler and workers) of one run."""
             cmd = [sys.executable, "-m", "spotlight_scale", "profile", str(store.root),
                    "--labels", "seg", "--out", str(tmp / f"prof-{split}"), "--split", split,
                    "--workers", str(workers), "--overwrite", "-q"]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
-            return time.perf_counter() - t0
+            c0, t0 = children_cpu(), time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            return time.perf_counter() - t0, children_cpu() - c0
 
         plain_loop(data[:1])  # warm: imports
         rounds = []
         for r in range(repeats):
             load = os.getloadavg()[0]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             plain_loop(data)
-            t_base = time.perf_counter() - t0
-            t_all, t_test = cli("all"), cli("test")
+            t_base, c_base = time.perf_counter() - t0, time.process_time() - c0
+            (t_all, c_all), (t_test, c_test) = cli("all"), cli("test")
             marginal = (n_all - n_test) / (t_all - t_test)
+            # CPU cost per nucleus: the plain loop's, and profile's marginal one (workers,
+            # scheduler and command together); with a core per worker, `workers` x the
+            # nuclei per CPU-second is the rate the command reaches
+            cpu_ratio = workers * (n_all - n_test) / (c_all - c_test) / (n_all / c_base)
             rounds.append({"base": n_all / t_base, "profile": marginal,
                            "ratio": marginal / (n_all / t_base), "load": load,
-                           "t_all": t_all, "t_test": t_test})
-            print(f"round {r + 1}: plain loop {n_all / t_base:.1f} nuclei/s ({t_base:.1f} s); "
-                  f"profile --workers {workers}: all {t_all:.1f} s, test {t_test:.1f} s, marginal "
-                  f"{marginal:.1f} nuclei/s; ratio {rounds[-1]['ratio']:.2f}x "
+                           "t_all": t_all, "t_test": t_test,
+                           "ms_base": 1e3 * c_base / n_all,
+                           "ms_profile": 1e3 * (c_all - c_test) / (n_all - n_test),
+                           "cpu_ratio": cpu_ratio})
+            print(f"round {r + 1}: plain loop {n_all / t_base:.1f} nuclei/s ({t_base:.1f} s, "
+                  f"{rounds[-1]['ms_base']:.1f} CPU ms/nucleus); profile --workers {workers}: "
+                  f"all {t_all:.1f} s, test {t_test:.1f} s, marginal {marginal:.1f} nuclei/s "
+                  f"({rounds[-1]['ms_profile']:.1f} CPU ms/nucleus); wall ratio "
+                  f"{rounds[-1]['ratio']:.2f}x, CPU ratio x{workers} {cpu_ratio:.2f}x "
                   f"(load {load:.1f})", flush=True)
         med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
         print(f"median of {repeats}: plain loop {med['base']:.1f} nuclei/s, profile --workers "
-              f"{workers} marginal {med['profile']:.1f} nuclei/s, ratio of medians "
-              f"{med['profile'] / med['base']:.2f}x, median ratio {med['ratio']:.2f}x "
-              f"(goal >= 1.5x); load average {min(r['load'] for r in rounds):.1f}-"
+              f"{workers} marginal {med['profile']:.1f} nuclei/s, wall ratio {med['ratio']:.2f}x "
+              f"(goal >= 1.5x); CPU per nucleus: plain loop {med['ms_base']:.1f} ms, profile "
+              f"{med['ms_profile']:.1f} ms (marginal), {workers} workers with a core each: "
+              f"{med['cpu_ratio']:.2f}x; load average {min(r['load'] for r in rounds):.1f}-"
               f"{max(r['load'] for r in rounds):.1f}")
         return med
     finally:
