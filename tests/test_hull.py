@@ -85,3 +85,25 @@ def test_scope_gives_regionprops_the_same_solidity_and_restores_scikit_image():
     with pytest.raises(RuntimeError), fast_convex_hull():
         raise RuntimeError("inside")
     assert ch.convex_hull_image is original
+
+
+def test_boxed_inner_boundaries_equal_scikit_image_and_scope_restores_it():
+    import skimage.segmentation as seg
+
+    from spotlight_scale.core.boxed import boxed_find_boundaries, inner_boundaries
+    from spotlight_scale.core.synth import synth_field
+
+    original = seg.find_boundaries
+    f = synth_field((16, 64, 64), (0.29,) * 3, np.random.default_rng(4))
+    lab, n = ndi.label(f["mask"])
+    assert n >= 3
+    cases = [lab, np.pad(lab, ((4, 1), (0, 7), (9, 0))), lab[:, :20, :],  # touching faces
+             np.zeros((5, 6, 7), np.int32), lab[8]]  # no object; 2D
+    for img in cases:
+        np.testing.assert_array_equal(inner_boundaries(img),
+                                      original(img, mode="inner"))
+    with boxed_find_boundaries():
+        assert seg.find_boundaries is not original
+        np.testing.assert_array_equal(seg.find_boundaries(lab, mode="thick"),
+                                      original(lab, mode="thick"))
+    assert seg.find_boundaries is original
