@@ -10,7 +10,10 @@ From a ZYX label image, an intensity image and the voxel size (um), one row per 
     central / normalised moments (less the normalised ones of order < 2, NaN by definition),
     inertia tensor and its eigenvalues -- in CellProfiler's
     units: voxels and voxel lengths (the x pixel; SurfaceArea with the relative voxel
-    spacing, as CellProfiler passes it). Positions are renamed into ``Location_``:
+    spacing, as CellProfiler passes it). ConvexArea and Solidity are cp_measure's with
+    scikit-image's hull raster replaced by an equal, faster one (:mod:`.hull`); this group
+    and ``shape3d`` measure the box around the objects, positions shifted back (the same
+    values). Positions are renamed into ``Location_``:
     ``Location_Center_{X,Y,Z}`` (CellProfiler's ``AreaShape_Center_*``, the same value as
     its ``Location_Center_*``) and ``Location_BoundingBox{Minimum,Maximum}_{X,Y,Z}``.
 ``intensity`` (cp_measure ``MeasureObjectIntensity``)
