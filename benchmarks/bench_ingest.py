@@ -5,6 +5,9 @@
 (a) spotlight-scale ingest, 2 local workers, --no-resample (MB/s of raw signal+target input)
 (b) naive: one process, tifffile.imread + ome_zarr.writer.write_image per field
 (c) codec bound: the same arrays written straight through zarr with the same compressor
+Wall ratios and CPU-time ratios (CPU seconds per MB of each; on a machine shared with
+other sessions Linux's autogroup scheduler gives this whole session one share of the
+CPUs, so wall times there cannot show what two workers add).
 (d) statistics pass per field (Otsu + stats + patch index, chunked) vs one
     skimage threshold_otsu over the in-memory target; peak RSS of a worker for two screen sizes.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sys
 import tempfile
@@ -77,22 +81,39 @@ def main():
         shutil.rmtree(tmp / "store", ignore_errors=True)
         ingest(man, tmp / "store", settings, cluster=lc.scheduler_address, progress_stream=None)
 
+    def cpu_of(fn, workers=False):
+        """CPU seconds of ``fn()``: this process (all its threads; with a LocalCluster also
+        the scheduler) plus, with ``workers``, every worker process."""
+        w0 = sum(client.run(time.process_time).values()) if workers else 0.0
+        c0 = time.process_time()
+        fn()
+        c = time.process_time() - c0
+        return c + (sum(client.run(time.process_time).values()) - w0 if workers else 0.0)
+
     run_ingest()  # warm caches and worker imports once
     t_ing, _ = timed(run_ingest, args.repeats)
-    client.close()
-    lc.close()
+    c_ing = cpu_of(run_ingest, workers=True)
 
     def run_naive():
         shutil.rmtree(tmp / "naive", ignore_errors=True)
         naive(man, tmp / "naive")
     t_naive, _ = timed(run_naive, args.repeats)
-    t_codec, _ = timed(codec_bound(man, tmp / "codec"), args.repeats)
+    codec = codec_bound(man, tmp / "codec")
+    t_codec, _ = timed(codec, args.repeats)
+    c_naive, c_codec = cpu_of(run_naive), cpu_of(codec)
+    client.close()
+    lc.close()
     print(f"raw input {mb:.1f} MB in {args.fields} fields")
     print(f"ingest (2 workers, stats + patch index + pyramid + labels): {mb / t_ing:.1f} MB/s"
           f" (a LocalCluster start costs {t_start:.1f} s once per command on top)")
     print(f"naive loop (imread + write_image):                        {mb / t_naive:.1f} MB/s")
     print(f"codec bound (zarr writes of the same arrays, level 0):     {mb / t_codec:.1f} MB/s")
-    print(f"ratio ingest/naive = {t_naive / t_ing:.2f}x, ingest/codec = {t_codec / t_ing:.2f}x")
+    print(f"ratio ingest/naive = {t_naive / t_ing:.2f}x, ingest/codec = {t_codec / t_ing:.2f}x"
+          f" (wall; load average {os.getloadavg()[0]:.1f})")
+    print(f"CPU seconds per MB: ingest {c_ing / mb * 1e3:.1f} ms (workers + client), naive "
+          f"{c_naive / mb * 1e3:.1f} ms, codec bound {c_codec / mb * 1e3:.1f} ms; with 2 cores "
+          f"used by each: ingest/naive = {c_naive / c_ing:.2f}x, ingest/codec = "
+          f"{c_codec / c_ing:.2f}x")
 
     # statistics pass vs threshold_otsu
     from skimage.filters import threshold_otsu

@@ -1,20 +1,39 @@
 """Profiling throughput vs a plain regionprops loop; cost of each feature group;
 segmentation seconds per field.
 
-    python benchmarks/bench_profile_segment.py
+    python benchmarks/bench_profile_segment.py --rate-only --repeats 3   # issue 24's ratio
+    python benchmarks/bench_profile_segment.py                           # everything
 
-1. nuclei/s of `profile` (default groups: sizeshape, intensity, shape3d) with 1 and 2 Dask
-   workers against an in-memory loop of skimage.measure.regionprops_table (with solidity)
-   + marching cubes per nucleus over the same fields (goals: >= 1x with 1 worker, >= 1.7x
-   with 2).
+1. Issue 24's protocol, in one run: a screen of 12 synthetic fields of 24x256x256 raw
+   voxels (0.87 x 0.29 x 0.29 um; `ingest` resamples them to isotropic 0.29 um), `segment`
+   of the target (labels ``seg``); then, interleaved, ``--repeats`` rounds of
+   (a) the plain loop: in memory, one process, over every field: ``regionprops_table``
+       with area, bbox, centroid, axis lengths, solidity, extent, intensity mean/max/min,
+       plus a marching-cubes surface per nucleus;
+   (b) ``spotlight-scale profile --workers 2`` (the command, default features) over every
+       field, and over the test split only: its *marginal* rate is
+       (nuclei of all - nuclei of test) / (time of all - time of test), so the command's
+       start-up (imports, cluster) cancels.
+   Printed: median nuclei/s of each, and the ratio profile / plain loop (goal >= 1.5x);
+   also CPU seconds per nucleus of each (process time of the loop; rusage of the command
+   and its workers, marginal as above) and ``workers`` x their ratio: the wall ratio where
+   each worker has a core. On a machine shared with other sessions Linux's autogroup
+   scheduler gives one session (this script, the command and its workers together) one
+   share of the CPUs, so there the wall ratio cannot show the second worker.
 2. seconds per nucleus of each feature group alone (core.features.nucleus_features, in
-   memory, one process, the same fields), and of the default set.
+   memory, one process, the same fields), and of the default set; `profile` through the
+   pipeline function with 1 and 2 workers (cluster started outside the timed region).
 3. watershed segmentation seconds per field (CPU; cucim on a GPU when present).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +62,99 @@ def peak_memory(fields: int) -> float:
         peak = max(c.run(peak_rss_mb).values())
     shutil.rmtree(tmp)
     return peak
+
+
+def plain_loop(fields) -> None:
+    """The issue's baseline: regionprops_table + a marching-cubes surface per nucleus."""
+    from skimage.measure import marching_cubes, mesh_surface_area, regionprops_table
+
+    for lab, img, spacing in fields:
+        props = regionprops_table(
+            lab.astype(np.int32), img, spacing=spacing,
+            properties=("label", "area", "bbox", "centroid", "axis_major_length",
+                        "axis_minor_length", "solidity", "extent", "intensity_mean",
+                        "intensity_max", "intensity_min", "image"))
+        for obj in props["image"]:
+            v, f, _, _ = marching_cubes(np.pad(obj.astype(np.float32), 1), 0.5, spacing=spacing)
+            mesh_surface_area(v, f)
+
+
+def rate_vs_plain_loop(repeats: int, workers: int = 2, fields: int = 12,
+                       shape=(24, 256, 256), store_path: str | None = None) -> dict:
+    """Issue 24's measurement (module docstring, 1): medians over ``repeats`` interleaved
+    rounds; returns the figures it prints. ``store_path``: an existing store with labels
+    ``seg`` to use instead of building the screen (its profiles go to a temporary folder)."""
+    from spotlight_scale.io.store import Store
+    from spotlight_scale.pipelines.ingest import IngestSettings, ingest
+    from spotlight_scale.pipelines.segment import segment
+    from spotlight_scale.pipelines.synth import synth_screen
+
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        if store_path is None:
+            man = synth_screen(tmp / "raw", plate="B", wells=max(1, fields // 2),
+                               fields=min(fields, 2), shape=shape, seed=0)
+            ingest(man, tmp / "store", IngestSettings(), workers=2, progress_stream=None)
+            segment(tmp / "store", image="target", name="seg", workers=2, progress_stream=None)
+        store = Store(store_path or tmp / "store")
+        keys, test = store.fields(), store.fields("test")
+        data = [(store.read_named(k, "labels:seg"), store.read(k, "target"), store.voxel_size(k))
+                for k in keys]
+        count = {k: len(np.unique(lab)) - 1 for k, (lab, _, _) in zip(keys, data)}
+        n_all, n_test = sum(count.values()), sum(count[k] for k in test)
+        print(f"screen: {len(keys)} fields of {data[0][0].shape} (raw {shape}), {n_all} nuclei; "
+              f"test split: {len(test)} fields, {n_test} nuclei", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+        def children_cpu() -> float:
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return ru.ru_utime + ru.ru_stime
+
+        def cli(split: str) -> tuple[float, float]:
+            """Wall and CPU seconds (the command, its scheduler and workers) of one run."""
+            cmd = [sys.executable, "-m", "spotlight_scale", "profile", str(store.root),
+                   "--labels", "seg", "--out", str(tmp / f"prof-{split}"), "--split", split,
+                   "--workers", str(workers), "--overwrite", "-q"]
+            c0, t0 = children_cpu(), time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            return time.perf_counter() - t0, children_cpu() - c0
+
+        plain_loop(data[:1])  # warm: imports
+        rounds = []
+        for r in range(repeats):
+            load = os.getloadavg()[0]
+            t0, c0 = time.perf_counter(), time.process_time()
+            plain_loop(data)
+            t_base, c_base = time.perf_counter() - t0, time.process_time() - c0
+            (t_all, c_all), (t_test, c_test) = cli("all"), cli("test")
+            marginal = (n_all - n_test) / (t_all - t_test)
+            # CPU cost per nucleus: the plain loop's, and profile's marginal one (workers,
+            # scheduler and command together); with a core per worker, `workers` x the
+            # nuclei per CPU-second is the rate the command reaches
+            cpu_ratio = workers * (n_all - n_test) / (c_all - c_test) / (n_all / c_base)
+            rounds.append({"base": n_all / t_base, "profile": marginal,
+                           "ratio": marginal / (n_all / t_base), "load": load,
+                           "t_all": t_all, "t_test": t_test,
+                           "ms_base": 1e3 * c_base / n_all,
+                           "ms_profile": 1e3 * (c_all - c_test) / (n_all - n_test),
+                           "cpu_ratio": cpu_ratio})
+            print(f"round {r + 1}: plain loop {n_all / t_base:.1f} nuclei/s ({t_base:.1f} s, "
+                  f"{rounds[-1]['ms_base']:.1f} CPU ms/nucleus); profile --workers {workers}: "
+                  f"all {t_all:.1f} s, test {t_test:.1f} s, marginal {marginal:.1f} nuclei/s "
+                  f"({rounds[-1]['ms_profile']:.1f} CPU ms/nucleus); wall ratio "
+                  f"{rounds[-1]['ratio']:.2f}x, CPU ratio x{workers} {cpu_ratio:.2f}x "
+                  f"(load {load:.1f})", flush=True)
+        med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+        print(f"median of {repeats}: plain loop {med['base']:.1f} nuclei/s, profile --workers "
+              f"{workers} marginal {med['profile']:.1f} nuclei/s, wall ratio {med['ratio']:.2f}x "
+              f"(goal >= 1.5x); CPU per nucleus: plain loop {med['ms_base']:.1f} ms, profile "
+              f"{med['ms_profile']:.1f} ms (marginal), {workers} workers with a core each: "
+              f"{med['cpu_ratio']:.2f}x; load average {min(r['load'] for r in rounds):.1f}-"
+              f"{max(r['load'] for r in rounds):.1f}")
+        return med
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main():
@@ -114,6 +226,16 @@ def main():
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate-only", action="store_true",
+                    help="only issue 24's profile vs plain loop ratio (1.)")
+    ap.add_argument("--store", help="reuse a store with labels 'seg' for 1. (else built)")
+    args = ap.parse_args()
+    rate_vs_plain_loop(args.repeats, args.workers, store_path=args.store)
+    if args.rate_only:
+        sys.exit(0)
     main()
     for n in (4, 16):
         print(f"peak profile worker RSS with {n} fields: {peak_memory(n):.0f} MB")

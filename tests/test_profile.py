@@ -120,6 +120,42 @@ def test_cp_measure_values_under_cellprofiler_names_and_labels_kept():
         row["Intensity_MeanIntensity_prediction_a_1"], rel=1e-6)
 
 
+def test_objects_measured_in_their_box_give_cp_measures_values_in_field_coordinates():
+    """The local groups measure the box around the objects (one voxel beyond them counts for
+    the surface mesh and the edge pixels): on a field with background on every side, and
+    objects touching the field's faces, every value -- positions included -- is cp_measure's
+    on the whole field."""
+    from cp_measure.core import measureobjectintensity, measureobjectsizeshape
+
+    from spotlight_scale.core.synth import synth_field
+
+    f = synth_field((16, 64, 64), (0.29, 0.29, 0.29), np.random.default_rng(2))
+    for pad in (((5, 3), (7, 2), (9, 4)), ((0, 6), (0, 0), (11, 0))):
+        lab = np.pad(f["mask"].astype(np.int32) * 2, pad)  # labels 2, 4, ...
+        img = np.pad(f["target"], pad)
+        ours = nucleus_features(lab, img, (0.29,) * 3, groups=("sizeshape", "intensity"),
+                                intensity_scale=65535.0)
+        from skimage.segmentation import relabel_sequential
+
+        seq = relabel_sequential(lab)[0]
+        px = img.astype(np.float32) / np.float32(65535)
+        ref = {f"AreaShape_{k}": v for k, v in
+               measureobjectsizeshape.get_sizeshape(seq, px, spacing=(1.0,) * 3).items()}
+        ref |= {f"{k}_target": v for k, v in
+                measureobjectintensity.get_intensity(seq, px, legacy=True).items()}
+        checked = 0
+        for name, vals in ref.items():
+            col = re.sub(r"^AreaShape_(?=(Center|BoundingBox(Min|Max)imum)_)", "Location_", name)
+            if col not in ours:
+                assert re.match(r"AreaShape_NormalizedMoment_", col), col
+                continue
+            np.testing.assert_allclose(ours[col].to_numpy(), np.asarray(vals, np.float64),
+                                       rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=col)
+            checked += 1
+        assert checked >= 200
+        assert ours["Location_BoundingBoxMinimum_X"].min() >= pad[2][0]
+
+
 def test_empty_labels_give_named_zero_rows_and_every_column_has_a_unit():
     f = nucleus_features(np.zeros((4, 5, 6), int), np.zeros((4, 5, 6)), SP)
     assert list(f.columns) == feature_columns() and len(f) == 0

@@ -60,6 +60,27 @@ def test_downsample_mean_averages_what_exists():
                                   np.rint(_block_mean_reference(u16)).astype(np.uint16))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16])
+@pytest.mark.parametrize("shape", [(32, 64, 64), (5, 7, 4), (1, 9, 10), (3, 1, 2)])
+def test_small_integer_downsample_is_bit_identical_to_block_reduce(dtype, shape):
+    """The 8/16-bit fast path stores exactly what the float32 block_reduce path stored."""
+    from skimage.measure import block_reduce
+
+    from spotlight_scale.io.omezarr import downsample_mean
+
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(3).integers(info.min, info.max, size=shape, endpoint=True
+                                          ).astype(dtype)
+    x.flat[:3] = [info.max, info.min, info.max]
+    sums = block_reduce(x.astype(np.float32), (2, 2, 2), np.sum)
+    counts = [np.where(np.arange(-(-n // 2)) == n // 2, 1, 2).astype(np.float32) for n in shape]
+    ref = sums / (counts[0][:, None, None] * counts[1][None, :, None] * counts[2][None, None, :])
+    ref = np.clip(np.rint(ref), info.min, info.max).astype(dtype)
+    got = downsample_mean(x)
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)
+
+
 @pytest.mark.parametrize("labels", [False, True])
 def test_fill_pyramid_chunked_equals_in_memory(tmp_path, labels):
     """Levels computed chunk by chunk from level 0 (odd shape, uneven chunks) equal the

@@ -10,7 +10,10 @@ From a ZYX label image, an intensity image and the voxel size (um), one row per 
     central / normalised moments (less the normalised ones of order < 2, NaN by definition),
     inertia tensor and its eigenvalues -- in CellProfiler's
     units: voxels and voxel lengths (the x pixel; SurfaceArea with the relative voxel
-    spacing, as CellProfiler passes it). Positions are renamed into ``Location_``:
+    spacing, as CellProfiler passes it). ConvexArea and Solidity are cp_measure's with
+    scikit-image's hull raster replaced by an equal, faster one (:mod:`.hull`); this group
+    and ``shape3d`` measure the box around the objects, positions shifted back (the same
+    values). Positions are renamed into ``Location_``:
     ``Location_Center_{X,Y,Z}`` (CellProfiler's ``AreaShape_Center_*``, the same value as
     its ``Location_Center_*``) and ``Location_BoundingBox{Minimum,Maximum}_{X,Y,Z}``.
 ``intensity`` (cp_measure ``MeasureObjectIntensity``)
@@ -131,23 +134,46 @@ def _cp_group(group: str, labels: np.ndarray, pixels: np.ndarray, rel_spacing) -
     # labels are already contiguous 1..N (nucleus_features relabels once for all groups);
     # YX labels get cp_measure's 2D measurements, ZYX its 3D ones
     if group == "sizeshape":
+        if labels.ndim == 3:  # ConvexArea / Solidity: the same hull, rasterised by rows
+            from .hull import fast_convex_hull
+
+            with fast_convex_hull():
+                return measureobjectsizeshape.get_sizeshape(labels, pixels, spacing=rel_spacing)
         out = measureobjectsizeshape.get_sizeshape(labels, pixels, spacing=rel_spacing)
         if labels.ndim == 2:  # CellProfiler's 2D MeasureObjectSizeShape: + Feret, Zernike
             out |= measureobjectsizeshape.get_feret(labels, pixels)
             out |= measureobjectsizeshape.get_zernike(labels, pixels)
         return out
-    if group == "intensity":
-        return measureobjectintensity.get_intensity(labels, pixels, legacy=True)
+    if group == "intensity":  # its edge map on the objects' box: the same array, cheaper
+        from .boxed import boxed_find_boundaries
+
+        with boxed_find_boundaries():
+            return measureobjectintensity.get_intensity(labels, pixels, legacy=True)
     if group == "texture":
         return measuretexture.get_texture(labels, np.clip(pixels, 0, 1), scale=TEXTURE_SCALE,
                                           gray_levels=TEXTURE_LEVELS)
     return measuregranularity.get_granularity(labels, pixels)
 
 
+def _mesh_area_volume(verts: np.ndarray, faces: np.ndarray) -> tuple[float, float]:
+    """Area (``skimage.measure.mesh_surface_area``'s sum of |(a - b) x (a - c)| / 2) and
+    enclosed volume (|sum of a . (b x c)| / 6: skimage orients the triangles inwards) of a
+    closed triangle mesh, from one set of edge vectors."""
+    a, b, c = (verts[faces[:, k]].T for k in range(3))  # (3, F) each
+    u, v = a - b, a - c
+    cx = u[1] * v[2] - u[2] * v[1]
+    cy = u[2] * v[0] - u[0] * v[2]
+    cz = u[0] * v[1] - u[1] * v[0]
+    area = float(np.sqrt(cx * cx + cy * cy + cz * cz).sum()) / 2.0
+    bxc = (b[1] * c[2] - b[2] * c[1], b[2] * c[0] - b[0] * c[2], b[0] * c[1] - b[1] * c[0])
+    volume = abs(float((a[0] * bxc[0] + a[1] * bxc[1] + a[2] * bxc[2]).sum())) / 6.0
+    return area, volume
+
+
 def _shape3d(labels: np.ndarray, n: int, spacing) -> dict[str, np.ndarray]:
     """Mesh volume/area, sphericity, elongation, flatness of objects 1..n (ours)."""
     from scipy import ndimage as ndi
-    from skimage.measure import marching_cubes, mesh_surface_area
+    from skimage.measure import marching_cubes
 
     cols = {c: np.full(n, np.nan) for c in ("Shape3D_MeshVolume", "Shape3D_SurfaceArea",
                                              "Shape3D_Sphericity", "Shape3D_Elongation",
@@ -159,10 +185,7 @@ def _shape3d(labels: np.ndarray, n: int, spacing) -> dict[str, np.ndarray]:
         obj = labels[sl] == i + 1
         verts, faces, _, _ = marching_cubes(np.pad(obj, 1).astype(np.float32), 0.5,
                                             spacing=tuple(sp))
-        area = float(mesh_surface_area(verts, faces))
-        a, b, c = (verts[faces[:, k]] for k in range(3))
-        # skimage orients the triangles inwards: |signed volume| of the closed surface
-        volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum()) / 6.0)
+        area, volume = _mesh_area_volume(verts.astype(np.float64), faces)
         coords = np.argwhere(obj) * sp
         ev = (np.sort(np.linalg.eigvalsh(np.cov(coords, rowvar=False)))[::-1]
               if len(coords) > 1 else np.zeros(3))
@@ -226,22 +249,94 @@ def _feature_columns(groups: tuple[str, ...], image_name: str, planar: bool
                           groups=groups).columns)
 
 
-def _measure(labels, pixels, spacing, *, image_name: str, groups) -> pd.DataFrame:
+#: groups whose values depend only on each object's voxels and their direct neighbours,
+#: measured on the crop of the field around all objects (positions shifted back): the
+#: same values to the last bits or so (rtol 1e-12, tested). Not cp_measure's intensity
+#: group: its MassDisplacement (the distance between two centres in field coordinates,
+#: one of them divided by a float32 sum) changes by ~1e-6 with the coordinates' origin.
+_LOCAL_GROUPS = frozenset({"sizeshape", "shape3d", "shape2d"})
+#: background kept around the objects' common bounding box (cp_measure's surface mesh
+#: looks one voxel beyond an object)
+_CROP_MARGIN = 2
+#: position columns of the local groups, by the axis they count along (X = last)
+_AXIS_COLUMN = re.compile(r"^(Location_Center|Location_BoundingBox(Minimum|Maximum)"
+                          r"|Location_(CenterMassIntensity|MaxIntensity))_([XYZ])(_|$)")
+
+
+def _sequential(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label values present, ascending; labels relabelled 1..N as int32), like
+    ``np.unique`` + ``relabel_sequential`` but one counting pass when the values are small
+    and no pass at all when they are already 1..N."""
+    if labels.dtype == bool:
+        labels = labels.astype(np.int32)
+    top = int(labels.max()) if labels.size else 0
+    if labels.size and int(labels.min()) >= 0 and top <= 4 * labels.size + 1024:
+        present = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=top + 1) > 0
+        present[0] = False
+        ids = np.nonzero(present)[0].astype(np.int64)
+        seq = labels.astype(np.int32, copy=False)
+        if len(ids) and ids[-1] != len(ids):  # gaps: a lookup table
+            lut = np.zeros(top + 1, np.int32)
+            lut[ids] = np.arange(1, len(ids) + 1, dtype=np.int32)
+            seq = lut[labels]
+        return ids, seq
     from skimage.segmentation import relabel_sequential
 
     ids = np.unique(labels[labels > 0]).astype(np.int64)
     seq = relabel_sequential(labels.astype(np.int32, copy=False))[0] if len(ids) else labels
-    seq = seq.astype(np.int32, copy=False)
+    return ids, seq.astype(np.int32, copy=False)
+
+
+def _object_box(labels: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The common bounding box of all objects of a 3D label image, ``margin`` voxels wider
+    (within the image); the whole image when it has no object."""
+    yx = labels.any(axis=0)
+    if not yx.any():
+        return tuple(slice(0, n) for n in labels.shape)
+    ys, xs = np.nonzero(yx.any(axis=1))[0], np.nonzero(yx.any(axis=0))[0]
+    inner = labels[:, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+    zs = np.nonzero(inner.any(axis=(1, 2)))[0]
+    return tuple(slice(max(int(lo) - margin, 0), min(int(hi) + 1 + margin, n))
+                 for (lo, hi), n in zip(((zs[0], zs[-1]), (ys[0], ys[-1]), (xs[0], xs[-1])),
+                                         labels.shape))
+
+
+def _measure(labels, pixels, spacing, *, image_name: str, groups) -> pd.DataFrame:
     rel = tuple(float(s) / float(spacing[-1]) for s in spacing)  # CellProfiler: x pixel = 1
     name = image_token(image_name)
+    # the local groups see only the box around the objects (whole-image passes such as
+    # regionprops' label scan cost the box, not the field); every value is the same,
+    # positions are shifted back to field coordinates. A 2D field (one plane) is measured
+    # whole.
+    box = (_object_box(labels, _CROP_MARGIN) if labels.ndim == 3
+           else tuple(slice(0, n) for n in labels.shape))
+    origin = [sl.start for sl in box]
+    whole = not any(origin) and all(sl.stop == n for sl, n in zip(box, labels.shape))
+    ids, seq_box = _sequential(labels[box])
+    full_pixels, pixels_box = pixels, pixels[box]
+    seq = None
+    if not whole and any(g not in _LOCAL_GROUPS for g in groups):  # intensity, texture, ...
+        seq = np.zeros(labels.shape, np.int32)
+        seq[box] = seq_box
+    elif whole:
+        seq = seq_box
     cols = {OBJECT_COLUMN: ids}
+    axis_of = {a: 2 - i for i, a in enumerate("XYZ")}
     for group in groups:
+        local = group in _LOCAL_GROUPS
+        lab_g, pix_g = (seq_box, pixels_box) if local else (seq, full_pixels)
         if group == "shape3d":
-            cols.update(_shape3d(seq, len(ids), spacing))
+            out = _shape3d(lab_g, len(ids), spacing)
         elif group == "shape2d":
-            cols.update(_shape2d(seq, len(ids), spacing))
+            out = _shape2d(lab_g, len(ids), spacing)
         else:
-            cols.update(_cp_columns(group, _cp_group(group, seq, pixels, rel), name))
+            out = _cp_columns(group, _cp_group(group, lab_g, pix_g, rel), name)
+        if local and any(origin):
+            for col in out:
+                m = _AXIS_COLUMN.match(col)
+                if m and origin[axis_of[m.group(4)]]:
+                    out[col] = out[col] + origin[axis_of[m.group(4)]]
+        cols.update(out)
     return pd.DataFrame(cols)
 
 

