@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 def _shapes():
     from skimage.morphology import ball
 
-    from spotlight_scale.core.synth import synth_field
+    from spotlight_scale.core.synth import PRESETS, synth_field
 
     rng = np.random.default_rng(3)
     shapes = [ball(6), np.ones((3, 4, 5), bool), ball(4)[:, :, :5],
@@ -20,7 +20,7 @@ def _shapes():
                for _ in range(60)]
     shapes += [ndi.gaussian_filter(rng.random((18, 28, 28)), 3) > 0.5 for _ in range(6)]
     # nuclei as segmented (irregular, tilted, touching the crop's faces)
-    f = synth_field((24, 96, 96), (0.29,) * 3, np.random.default_rng(5))
+    f = synth_field((24, 96, 96), (0.29,) * 3, np.random.default_rng(5), PRESETS["v1"])
     lab, _ = ndi.label(f["mask"])
     shapes += [lab[sl] == i + 1 for i, sl in enumerate(ndi.find_objects(lab))]
     return shapes
@@ -62,10 +62,10 @@ def test_scope_gives_regionprops_the_same_solidity_and_restores_scikit_image():
     from skimage.measure import regionprops_table
 
     from spotlight_scale.core.hull import fast_convex_hull
-    from spotlight_scale.core.synth import synth_field
+    from spotlight_scale.core.synth import PRESETS, synth_field
 
     original = ch.convex_hull_image
-    f = synth_field((24, 96, 96), (0.29,) * 3, np.random.default_rng(6))
+    f = synth_field((24, 96, 96), (0.29,) * 3, np.random.default_rng(6), PRESETS["v1"])
     lab, n = ndi.label(f["mask"])
     assert n >= 3
     props = ("label", "area_convex", "solidity")
@@ -91,10 +91,10 @@ def test_boxed_inner_boundaries_equal_scikit_image_and_scope_restores_it():
     import skimage.segmentation as seg
 
     from spotlight_scale.core.boxed import boxed_find_boundaries, inner_boundaries
-    from spotlight_scale.core.synth import synth_field
+    from spotlight_scale.core.synth import PRESETS, synth_field
 
     original = seg.find_boundaries
-    f = synth_field((16, 64, 64), (0.29,) * 3, np.random.default_rng(4))
+    f = synth_field((16, 64, 64), (0.29,) * 3, np.random.default_rng(4), PRESETS["v1"])
     lab, n = ndi.label(f["mask"])
     assert n >= 3
     cases = [lab, np.pad(lab, ((4, 1), (0, 7), (9, 0))), lab[:, :20, :],  # touching faces
