@@ -795,3 +795,23 @@ def test_damaged_plate_and_well_metadata_are_rebuilt_by_a_plain_rerun(tmp_path, 
     assert f"{plate / 'zarr.json'} did not parse: replaced" in r.output
     v05.HCS.from_zarr(zarr.open_group(str(plate), mode="r"))
     np.testing.assert_array_equal(store.read(key, "target"), before)
+
+
+def test_cubic_cpu_notice_is_not_shown(tmp_path):
+    """`UserWarning: CuPy or CuCIM is not installed. Falling back to CPU.` (cubic, imported
+    by evaluate in the process and in Dask workers) reached the demo's user. The entry point
+    filters it there and for its children; the plain run shows the check can see it."""
+    import subprocess
+    import sys
+
+    script = ("import subprocess, sys\n"
+              "if sys.argv[1] == 'quiet':\n"
+              "    from spotlight_scale.cli import quiet_children; quiet_children()\n"
+              "import cubic.metrics\n"
+              "subprocess.run([sys.executable, '-c', 'import cubic.metrics'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    out = {how: subprocess.run([sys.executable, "-c", script, how], capture_output=True,
+                               text=True, env=env, timeout=120).stderr
+           for how in ("plain", "quiet")}
+    assert out["plain"].count("UserWarning: CuPy or CuCIM is not installed") == 2
+    assert "CuPy" not in out["quiet"], out["quiet"]

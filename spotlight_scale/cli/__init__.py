@@ -120,16 +120,26 @@ def cli() -> None:
     _configure_logging()
 
 
+#: The start of cubic's notice when CuPy/cuCIM are absent.
+CUBIC_CPU_NOTICE = "CuPy or CuCIM is not installed"
+
+
 def quiet_children() -> None:
     """Lines that are not ours stay off the user's terminal: the warning of multiprocessing's
     resource tracker (a child process, which reads ``PYTHONWARNINGS``) about semaphores
     left by Dask worker processes that were stopped."""
     import os
+    import warnings
 
-    quiet = "ignore:resource_tracker:UserWarning"
+    # cubic (the metrics' reference library) announces on import that it found no CuPy and
+    # falls back to the CPU: spotlight_scale.backend is where CPU or GPU is chosen, and says so
+    warnings.filterwarnings("ignore", message=CUBIC_CPU_NOTICE, category=UserWarning)
     current = os.environ.get("PYTHONWARNINGS", "")
-    if quiet not in current:
-        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, quiet]))
+    for quiet in ("ignore:resource_tracker:UserWarning",
+                  f"ignore:{CUBIC_CPU_NOTICE}:UserWarning"):  # Dask workers read it too
+        if quiet not in current:
+            current = ",".join(filter(None, [current, quiet]))
+    os.environ["PYTHONWARNINGS"] = current
 
 
 def main() -> None:  # console-script entry point
