@@ -174,24 +174,9 @@ def test_2d_training_resumes_and_caches_as_in_3d(store2d, tmp_path):
 
 
 def test_2d_ddp_two_gloo_ranks_equal_one_process(store2d, tmp_path):
-    import torch.multiprocessing as mp
-    from test_train import _ddp_worker, _free_port
+    from test_train import assert_ddp_equals_one_process
 
-    from spotlight_scale.models.io import load_model_file
-    from spotlight_scale.train.trainer import read_loss_log, run_training
-
-    kw = {**SMALL2D, "iterations": 3, "val_interval": 100, "checkpoint_interval": 100}
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(store2d.root), str(tmp_path / "ddp"), kw),
-             nprocs=2, join=True)
-    run_training(store2d.root, tmp_path / "one", TrainConfig(**kw, micro_batch=2),
-                 progress_stream=None)
-    a, _ = load_model_file(tmp_path / "ddp" / "model.pt")
-    b, _ = load_model_file(tmp_path / "one" / "model.pt")
-    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
-    np.testing.assert_allclose([r["train_loss"] for r in read_loss_log(tmp_path / "ddp")],
-                               [r["train_loss"] for r in read_loss_log(tmp_path / "one")],
-                               rtol=1e-4)
+    assert_ddp_equals_one_process(store2d, tmp_path, SMALL2D)
 
 
 def test_patch_of_the_wrong_kind_is_refused(store2d, make_store, tmp_path):

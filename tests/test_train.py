@@ -122,9 +122,14 @@ def _ddp_worker(rank, world, port, store_root, run_dir, cfg_kwargs):
 
 
 def test_ddp_two_gloo_ranks_equal_one_process(store, tmp_path):
+    assert_ddp_equals_one_process(store, tmp_path, SMALL)
+
+
+def assert_ddp_equals_one_process(store, tmp_path, small: dict) -> None:
+    """Two gloo ranks train the same model and losses as one process with micro-batches."""
     import torch.multiprocessing as mp
 
-    kw = {**SMALL, "iterations": 3, "val_interval": 100, "checkpoint_interval": 100}
+    kw = {**small, "iterations": 3, "val_interval": 100, "checkpoint_interval": 100}
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(store.root), str(tmp_path / "ddp"), kw),
              nprocs=2, join=True)
     run_training(store.root, tmp_path / "one", TrainConfig(**kw, micro_batch=2),
