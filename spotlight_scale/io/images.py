@@ -93,6 +93,19 @@ def _listing(names) -> str:
     return ", ".join(f"{i} {n!r}" for i, n in enumerate(names))
 
 
+def _by_name(value: str, aliases: list[tuple[str, ...]], what: str) -> int | None:
+    """The index whose names hold ``value``: an exact match first, else a case-insensitive
+    one; ``ValueError`` when several match, ``None`` when none does."""
+    for same in (lambda n: n == value, lambda n: n.casefold() == value.casefold()):
+        hits = [i for i, names in enumerate(aliases) if any(same(n) for n in names)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise ValueError(f"{what} name {value!r} is ambiguous ({what}s {hits}); "
+                             f"give the {what}'s index")
+    return None
+
+
 def pick_scene(scenes: list[tuple[str, ...]], value: Value) -> int:
     """Index of the scene ``value`` (an index, or a name among each scene's aliases:
     ``scenes[i]`` lists the names of scene i); ``ValueError`` lists the scenes."""
@@ -105,14 +118,10 @@ def pick_scene(scenes: list[tuple[str, ...]], value: Value) -> int:
             raise ValueError(f"scene {value} out of range: the file has {len(scenes)} "
                              f"scene(s): {_listing(shown)}")
         return value
-    for want in (lambda a: value in a, lambda a: value.casefold() in {n.casefold() for n in a}):
-        hits = [i for i, aliases in enumerate(scenes) if want(aliases)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise ValueError(f"scene name {value!r} is ambiguous (scenes {hits}); "
-                             "give the scene's index")
-    raise ValueError(f"no scene named {value!r}; the file's scenes: {_listing(shown)}")
+    hit = _by_name(value, scenes, "scene")
+    if hit is None:
+        raise ValueError(f"no scene named {value!r}; the file's scenes: {_listing(shown)}")
+    return hit
 
 
 @dataclass(frozen=True)
@@ -144,14 +153,11 @@ class ImageHeader:
             raise ValueError(f"no channel named {value!r}: the file names no channels "
                              f"(it has {self.n_channels}); give the channel's index "
                              f"0..{self.n_channels - 1}")
-        for same in (lambda n: n == value, lambda n: n.casefold() == value.casefold()):
-            hits = [i for i, n in enumerate(names) if same(n)]
-            if len(hits) == 1:
-                return hits[0]
-            if len(hits) > 1:
-                raise ValueError(f"channel name {value!r} is ambiguous (channels {hits}); "
-                                 "give the channel's index")
-        raise ValueError(f"no channel named {value!r}; the file's channels: {_listing(names)}")
+        hit = _by_name(value, [(n,) for n in names], "channel")
+        if hit is None:
+            raise ValueError(f"no channel named {value!r}; the file's channels: "
+                             f"{_listing(names)}")
+        return hit
 
     def select(self, channel: Value = None, t: int | None = None
                ) -> tuple[dict[str, int], str, tuple[int, int, int]]:

@@ -69,7 +69,6 @@ def plan_jobs(models: Sequence[str], seeds: Sequence[int], checkpoints: Sequence
 
 def train_config(model: str, seed: int, iteration: int, common: dict | None = None):
     from ..config import config_from_mapping
-
     from ..train.config import TrainConfig
 
     data = {**COMMON, **(common or {}), **MODELS[model], "seed": int(seed),
