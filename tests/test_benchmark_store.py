@@ -40,6 +40,11 @@ def test_model_variants_are_the_documented_losses():
     c = cfg["spotlight-clamp"]
     assert (c.dice_probability, c.dice_denominator, c.mse_denominator) == (
         "clamp", "linear", "foreground")
+    a = cfg["spotlight-mse-all"]  # the ablation: the shipped loss, MSE over every pixel
+    assert a.mse_region == "all" and cfg["spotlight"].mse_region == "foreground"
+    assert a.spotlight_kwargs() == {**cfg["spotlight"].spotlight_kwargs(), "mse_region": "all"}
+    assert a.loss_settings()["mse_region"] == "all"
+    assert "mse_region" not in cfg["spotlight"].loss_settings()  # paper-loss files unchanged
     assert all(c.patch == (64, 64) and c.depth == 3 and c.channels == 16 and c.batch_size == 8
                for c in cfg.values())
 

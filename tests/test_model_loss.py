@@ -150,6 +150,33 @@ def test_spotlight_variants_against_numpy(probability, reduction, dice_den, mse_
         L.soft_foreground(pred, probability="sigmoid")
 
 
+def test_mse_region_all_is_plain_mse_beside_dice():
+    """The ablation `mse_region="all"`: lam * MSE over every voxel + (1 - lam) * Dice, and the
+    background now changes the loss (it does not with the paper's masked MSE)."""
+    g = torch.Generator().manual_seed(2)
+    pred = torch.randn(3, 1, 4, 5, 6, generator=g, dtype=torch.float64)
+    target = torch.randn(3, 1, 4, 5, 6, generator=g, dtype=torch.float64)
+    mask = target > 0.2
+    got = L.spotlight_loss(pred, target, mask, mse_region="all", lam=0.3)
+    ref = _reference_spotlight(pred, target, np.ones(mask.shape), probability="shifted",
+                               reduction="batch", dice_den="squared", mse_den="all", lam=0.3)
+    dice = L.dice_loss(L.soft_foreground(pred), mask, denominator="squared").item()
+    mse = float(((pred - target) ** 2).mean())
+    assert got.item() == pytest.approx(0.3 * mse + 0.7 * dice, rel=1e-12)
+    # _reference_spotlight's Dice term used the all-ones mask: take it out again
+    ones_dice = L.dice_loss(L.soft_foreground(pred), torch.ones_like(mask),
+                            denominator="squared").item()
+    assert ref - 0.7 * ones_dice == pytest.approx(0.3 * mse, rel=1e-12)
+    other = target.clone()
+    other[~mask] -= 3
+    assert (L.spotlight_loss(pred, other, mask, mse_region="all").item()
+            != L.spotlight_loss(pred, target, mask, mse_region="all").item())
+    assert (L.spotlight_loss(pred, other, mask).item()
+            == L.spotlight_loss(pred, target, mask).item())
+    with pytest.raises(ValueError, match="MSE region"):
+        L.spotlight_loss(pred, target, mask, mse_region="background")
+
+
 def test_background_does_not_change_masked_mse_and_dice_has_gradients():
     g = torch.Generator().manual_seed(0)
     pred = torch.randn(2, 1, 4, 6, 6, generator=g, requires_grad=True)

@@ -39,7 +39,8 @@ Examples:
               default=None, help="Benchmark on this store (any ingested screen, 2D or 3D) "
               "instead of a synthetic one: learning curves, several seeds (see below).")
 @click.option("--models", default="fnet-torch,fnet,spotlight,spotlight-clamp", show_default=True,
-              help="--store: model variants (fnet, fnet-torch, spotlight, spotlight-clamp).")
+              help="--store: model variants (fnet, fnet-torch, spotlight, spotlight-clamp, "
+                   "spotlight-mse-all).")
 @click.option("--one-seed", default="fnet,spotlight-clamp", show_default=True,
               help="--store: variants run with the first seed only.")
 @click.option("--checkpoints", default="1000,3000,10000,20000", show_default=True,

@@ -67,6 +67,9 @@ REDUCTIONS = ("batch", "patch")
 DICE_DENOMINATORS = ("linear", "squared")
 #: What the masked squared error is divided by: the foreground voxels or all voxels.
 MSE_DENOMINATORS = ("foreground", "all")
+#: Where the squared error is taken: over the foreground mask (the paper) or over every voxel
+#: (beyond the paper: an ablation that gives the background the F-net's MSE back).
+MSE_REGIONS = ("foreground", "all")
 
 
 def soft_foreground(x: torch.Tensor, k: float = K_DEFAULT, probability: str = "shifted"
@@ -146,11 +149,17 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 def spotlight_loss(pred, target, mask, *, lam: float = LAMBDA_DEFAULT, k: float = K_DEFAULT,
                    eps: float = EPS_DEFAULT, probability: str = "shifted",
                    reduction: str = "batch", dice_denominator: str = "squared",
-                   mse_denominator: str = "all") -> torch.Tensor:
-    """``lam * masked_mse + (1 - lam) * dice(soft_foreground(pred), mask)``."""
+                   mse_denominator: str = "all", mse_region: str = "foreground") -> torch.Tensor:
+    """``lam * masked_mse + (1 - lam) * dice(soft_foreground(pred), mask)``.
+
+    ``mse_region="all"`` takes the squared error over every voxel instead of the mask (not
+    the paper's loss: plain MSE beside the Dice term).
+    """
     if not 0 <= lam <= 1:
         raise ValueError(f"lambda must be in [0, 1], got {lam}")
-    return lam * masked_mse(pred, target, mask, reduction=reduction,
+    _check(mse_region, MSE_REGIONS, "MSE region")
+    where = mask if mse_region == "foreground" else torch.ones_like(mask)
+    return lam * masked_mse(pred, target, where, reduction=reduction,
                             denominator=mse_denominator) + (1 - lam) * dice_loss(
         soft_foreground(pred, k, probability), mask, eps, reduction=reduction,
         denominator=dice_denominator)

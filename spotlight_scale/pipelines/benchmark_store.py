@@ -34,6 +34,9 @@ MODELS: dict[str, dict[str, Any]] = {
     # the first loss this project shipped: clamp mapping, Sorensen Dice, foreground MSE
     "spotlight-clamp": {"loss": "spotlight", "dice_probability": "clamp",
                         "dice_denominator": "linear", "mse_denominator": "foreground"},
+    # an ablation beyond the paper: the shipped loss with the MSE over every pixel, so the
+    # background is held by the F-net's term (does Dice still help once it is?)
+    "spotlight-mse-all": {"loss": "spotlight", "mse_region": "all"},
 }
 
 #: Common training settings of the store benchmark (a 2D F-net small enough for a CPU:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.losses import DICE_DENOMINATORS, MSE_DENOMINATORS, PROBABILITIES, REDUCTIONS
+from ..core.losses import (DICE_DENOMINATORS, MSE_DENOMINATORS, MSE_REGIONS, PROBABILITIES,
+                           REDUCTIONS)
 from ..models.fnet import INITS
 
 
@@ -64,6 +65,9 @@ class TrainConfig:
     loss_reduction: str = "batch"  # batch | patch: over what both Spotlight terms average
     dice_denominator: str = "squared"  # linear | squared: sum(p)+sum(m) or sum(p^2)+sum(m^2)
     mse_denominator: str = "all"  # foreground | all: masked MSE divided by |M| or N
+    # beyond the paper, off by default: the squared error over the foreground (the paper) or
+    # over every voxel (an ablation: the background gets F-net's MSE back beside Dice)
+    mse_region: str = "foreground"
     # beyond the paper, off by default: the MSE weight rises linearly from 0 to lam over the
     # first lambda_ramp iterations (Dice alone at the start)
     lambda_ramp: int = 0
@@ -91,13 +95,15 @@ class TrainConfig:
                        dice_probability=self.dice_probability, loss_reduction=self.loss_reduction,
                        dice_denominator=self.dice_denominator,
                        mse_denominator=self.mse_denominator, lambda_ramp=self.lambda_ramp)
+            if self.mse_region != "foreground":  # files of the paper's loss stay as they were
+                out["mse_region"] = self.mse_region
         return out
 
     def spotlight_kwargs(self) -> dict:
         """This config's keywords of :func:`~spotlight_scale.core.losses.spotlight_loss`."""
         return dict(lam=self.lam, k=self.k, eps=self.eps, probability=self.dice_probability,
                     reduction=self.loss_reduction, dice_denominator=self.dice_denominator,
-                    mse_denominator=self.mse_denominator)
+                    mse_denominator=self.mse_denominator, mse_region=self.mse_region)
 
     def lam_at(self, iteration: int) -> float:
         """The MSE weight at a (1-based) training iteration: ``lam``, ramped when asked."""
@@ -131,6 +137,7 @@ class TrainConfig:
              " or ".join(DICE_DENOMINATORS)),
             (self.mse_denominator in MSE_DENOMINATORS, "mse_denominator",
              " or ".join(MSE_DENOMINATORS)),
+            (self.mse_region in MSE_REGIONS, "mse_region", " or ".join(MSE_REGIONS)),
             (self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"),
              "device", "cpu, cuda or auto"),
             (self.val_interval >= 1 and self.checkpoint_interval >= 1, "intervals", ">= 1"),
