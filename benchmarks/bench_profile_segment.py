@@ -80,20 +80,25 @@ def plain_loop(fields) -> None:
 
 
 def rate_vs_plain_loop(repeats: int, workers: int = 2, fields: int = 12,
-                       shape=(24, 256, 256), store_path: str | None = None) -> dict:
+                       shape=(24, 256, 256), store_path: str | None = None,
+                       preset: str | None = None) -> dict:
     """Issue 24's measurement (module docstring, 1): medians over ``repeats`` interleaved
     rounds; returns the figures it prints. ``store_path``: an existing store with labels
-    ``seg`` to use instead of building the screen (its profiles go to a temporary folder)."""
+    ``seg`` to use instead of building the screen (its profiles go to a temporary folder);
+    ``preset``: the simulator's parameter set (``v1``: the screen issue 24 was measured on,
+    before the calibration of issue 21; default: today's calibrated simulator)."""
     from spotlight_scale.io.store import Store
     from spotlight_scale.pipelines.ingest import IngestSettings, ingest
     from spotlight_scale.pipelines.segment import segment
+    from spotlight_scale.core.synth import PRESETS, SynthParams
     from spotlight_scale.pipelines.synth import synth_screen
 
     tmp = Path(tempfile.mkdtemp())
     try:
         if store_path is None:
             man = synth_screen(tmp / "raw", plate="B", wells=max(1, fields // 2),
-                               fields=min(fields, 2), shape=shape, seed=0)
+                               fields=min(fields, 2), shape=shape, seed=0,
+                               params=PRESETS[preset] if preset else SynthParams())
             ingest(man, tmp / "store", IngestSettings(), workers=2, progress_stream=None)
             segment(tmp / "store", image="target", name="seg", workers=2, progress_stream=None)
         store = Store(store_path or tmp / "store")
@@ -232,8 +237,10 @@ if __name__ == "__main__":
     ap.add_argument("--rate-only", action="store_true",
                     help="only issue 24's profile vs plain loop ratio (1.)")
     ap.add_argument("--store", help="reuse a store with labels 'seg' for 1. (else built)")
+    ap.add_argument("--preset", help="simulator preset of the built screen (v1: issue 24's "
+                    "screen; default: the calibrated simulator)")
     args = ap.parse_args()
-    rate_vs_plain_loop(args.repeats, args.workers, store_path=args.store)
+    rate_vs_plain_loop(args.repeats, args.workers, store_path=args.store, preset=args.preset)
     if args.rate_only:
         sys.exit(0)
     main()
