@@ -48,7 +48,7 @@ def main(work: Path) -> None:
     out.append({"model": "target", "x_q05": float(np.quantile(bg, 0.05)),
                 "x_median": float(np.median(bg)), "x_q95": float(np.quantile(bg, 0.95)),
                 "x_std": float(bg.std())})
-    for model_name in ("spotlight", "fnet-torch"):
+    for model_name in ("spotlight", "fnet-torch", "spotlight-mse-all"):
         for seed in (0, 1, 2):
             for it in (1000, 3000, 10000, 20000):
                 path = work / "work" / "runs" / model_name / f"seed-{seed}" / f"model-{it}.pt"
