@@ -746,22 +746,28 @@ def test_evaluate_refuses_a_prediction_of_two_models(make_store, make_model_file
                  report=False)
 
 
+def _stderr_plain_and_quiet(script: str, timeout: float) -> dict[str, str]:
+    """stderr of ``python -c script plain`` and ``... quiet`` (the script calls
+    ``quiet_children()`` when given ``quiet``), without a PYTHONWARNINGS of the caller's."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    return {how: subprocess.run([sys.executable, "-c", script, how], capture_output=True,
+                                text=True, env=env, timeout=timeout).stderr
+            for how in ("plain", "quiet")}
+
+
 def test_resource_tracker_warning_is_not_shown(tmp_path):
     """Smaller finding: `resource_tracker: There appear to be N leaked semaphore objects`
     (multiprocessing's tracker, a child process, about semaphores of stopped Dask workers)
     reached the user. The command's entry point filters it for its children."""
-    import subprocess
-    import sys
-
     script = ("import multiprocessing as mp, os, sys\n"
               "if sys.argv[1] == 'quiet':\n"
               "    from spotlight_scale.cli import quiet_children; quiet_children()\n"
               "s = mp.get_context('spawn').Semaphore()\n"
               "os._exit(0)\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    out = {how: subprocess.run([sys.executable, "-c", script, how], capture_output=True,
-                               text=True, env=env, timeout=60).stderr
-           for how in ("plain", "quiet")}
+    out = _stderr_plain_and_quiet(script, timeout=60)
     assert "leaked semaphore" in out["plain"]  # the check can see the line
     assert "leaked semaphore" not in out["quiet"], out["quiet"]
 
@@ -801,17 +807,11 @@ def test_cubic_cpu_notice_is_not_shown(tmp_path):
     """`UserWarning: CuPy or CuCIM is not installed. Falling back to CPU.` (cubic, imported
     by evaluate in the process and in Dask workers) reached the demo's user. The entry point
     filters it there and for its children; the plain run shows the check can see it."""
-    import subprocess
-    import sys
-
     script = ("import subprocess, sys\n"
               "if sys.argv[1] == 'quiet':\n"
               "    from spotlight_scale.cli import quiet_children; quiet_children()\n"
               "import cubic.metrics\n"
               "subprocess.run([sys.executable, '-c', 'import cubic.metrics'])\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
-    out = {how: subprocess.run([sys.executable, "-c", script, how], capture_output=True,
-                               text=True, env=env, timeout=120).stderr
-           for how in ("plain", "quiet")}
+    out = _stderr_plain_and_quiet(script, timeout=120)
     assert out["plain"].count("UserWarning: CuPy or CuCIM is not installed") == 2
     assert "CuPy" not in out["quiet"], out["quiet"]
