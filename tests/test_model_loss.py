@@ -113,16 +113,18 @@ def test_sigmoid_range_choice():
 
 
 def _reference_spotlight(pred, target, mask, *, probability, reduction, dice_den, mse_den,
-                         lam=0.5, k=-0.95, eps=1e-6):
-    """The Spotlight loss written out in numpy, one patch at a time."""
+                         lam=0.5, k=-0.95, eps=1e-6, mse_region="foreground"):
+    """The Spotlight loss written out in numpy, one patch at a time (``mse_region="all"``:
+    the squared error over every voxel, Dice still over the mask)."""
     pred, target, mask = (np.asarray(a, np.float64) for a in (pred, target, mask))
+    sq_mask = mask if mse_region == "foreground" else np.ones_like(mask)
     s = (pred - k * pred) / (k - 2 * k * np.abs(pred) + 1)
     p = np.clip(s if probability == "clamp" else (s + 1) / 2, 0, 1)
     groups = [slice(i, i + 1) for i in range(len(pred))] if reduction == "patch" else [slice(None)]
     mse, dice = [], []
     for g in groups:
-        sq = ((pred[g] - target[g]) ** 2 * mask[g]).sum()
-        n = mask[g].sum() if mse_den == "foreground" else mask[g].size
+        sq = ((pred[g] - target[g]) ** 2 * sq_mask[g]).sum()
+        n = sq_mask[g].sum() if mse_den == "foreground" else sq_mask[g].size
         if n:
             mse.append(sq / n)
         den = (p[g].sum() + mask[g].sum()) if dice_den == "linear" else (
@@ -158,15 +160,12 @@ def test_mse_region_all_is_plain_mse_beside_dice():
     target = torch.randn(3, 1, 4, 5, 6, generator=g, dtype=torch.float64)
     mask = target > 0.2
     got = L.spotlight_loss(pred, target, mask, mse_region="all", lam=0.3)
-    ref = _reference_spotlight(pred, target, np.ones(mask.shape), probability="shifted",
-                               reduction="batch", dice_den="squared", mse_den="all", lam=0.3)
+    ref = _reference_spotlight(pred, target, mask, probability="shifted", reduction="batch",
+                               dice_den="squared", mse_den="all", lam=0.3, mse_region="all")
+    assert got.item() == pytest.approx(ref, rel=1e-12)
     dice = L.dice_loss(L.soft_foreground(pred), mask, denominator="squared").item()
     mse = float(((pred - target) ** 2).mean())
     assert got.item() == pytest.approx(0.3 * mse + 0.7 * dice, rel=1e-12)
-    # _reference_spotlight's Dice term used the all-ones mask: take it out again
-    ones_dice = L.dice_loss(L.soft_foreground(pred), torch.ones_like(mask),
-                            denominator="squared").item()
-    assert ref - 0.7 * ones_dice == pytest.approx(0.3 * mse, rel=1e-12)
     other = target.clone()
     other[~mask] -= 3
     assert (L.spotlight_loss(pred, other, mask, mse_region="all").item()
