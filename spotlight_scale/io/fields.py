@@ -69,11 +69,10 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
     from zarr.errors import ContainsGroupError
 
     well = store.plate_path(key.plate, prediction) / key.row / key.column
-    if (well / ("zarr.json" if store.zarr_format == 3 else ".zgroup")).is_file():
-        try:  # the usual case (ingest creates the wells first): one metadata read
-            return zarr.open_group(str(well), mode="r+", zarr_format=store.zarr_format)
-        except Exception:  # damaged metadata, a race: the careful way below
-            pass
+    try:  # the usual case (ingest creates the wells first): one metadata read
+        return zarr.open_group(str(well), mode="r+", zarr_format=store.zarr_format)
+    except Exception:  # absent, damaged metadata, a race: the careful way below
+        pass
     for attempt in range(attempts):
         try:
             plate = zarr.open_group(str(store.plate_path(key.plate, prediction)), mode="a",

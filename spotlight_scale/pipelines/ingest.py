@@ -421,11 +421,8 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         if todo:
             from ..io.fields import open_well_group
 
-            # create plate/row/well groups once, before workers race for them
-            wells = {}
-            for row in todo:
-                wells.setdefault((row.key.plate, row.key.well), row.key)
-            for key in wells.values():
+            # create plate/row/well groups once per well, before workers race for them
+            for key in {(r.key.plate, r.key.well): r.key for r in todo}.values():
                 open_well_group(store, key)
 
             def record(row, exc):
