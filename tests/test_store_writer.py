@@ -103,6 +103,60 @@ def test_fill_pyramid_chunked_equals_in_memory(tmp_path, labels):
 
 
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_image_tree_in_one_call_equals_the_node_by_node_writers(tmp_path, ngff):
+    """write_image_tree (ingest's writer: the whole field in one create_hierarchy call) leaves
+    the same metadata documents, chunk files and values as creating the image and its labels
+    node by node in an existing group (write_image_czyx + write_labels_zyx), every chunk
+    stored (also the empty ones), and the result validates with ome-zarr-models."""
+    import json
+
+    import ome_zarr_models.v04 as v04
+    import ome_zarr_models.v05 as v05
+    from ome_zarr.format import FormatV04, FormatV05
+
+    from spotlight_scale.io.fields import build_pyramid
+    from spotlight_scale.io.omezarr import write_image_czyx, write_image_tree, write_labels_zyx
+
+    fmt = FormatV05() if ngff == "0.5" else FormatV04()
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 4000, (2, 20, 70, 66), dtype=np.uint16)
+    levels = [image, image[:, ::2, ::2, ::2].copy()]
+    labels = np.zeros((20, 70, 66), np.uint32)
+    labels[3:9, 5:30, 40:60] = 4
+    labels[12:19, 40:66, 2:20] = 9  # the last x chunk stays empty: it must still be stored
+    lv = build_pyramid(labels, 2, labels=True)
+    props = [{"label-value": 4, "volume_um3": 1.5}, {"label-value": 9, "volume_um3": 2.5}]
+    common = dict(voxel_size=(0.5, 0.29, 0.29), channel_names=("signal", "target"),
+                  chunks_zyx=(8, 32, 32), fmt=fmt, windows=[(1.0, 900.0), (2.0, 3000.0)])
+    attrs = {"spotlight_scale": {"split": "train", "stats": {"otsu": 12.5}}}
+
+    write_image_tree(tmp_path / "tree", levels, labels={"gt": (lv, props)}, attributes=attrs,
+                     **common)
+    ref = zarr.open_group(str(tmp_path / "ref"), mode="w", zarr_format=fmt.zarr_format)
+    write_image_czyx(ref, levels, **common)
+    write_labels_zyx(ref, "gt", lv, voxel_size=common["voxel_size"], chunks_zyx=(8, 32, 32),
+                     fmt=fmt, properties=props)
+    ref.attrs.update(attrs)
+
+    def files(root):
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    names = files(tmp_path / "ref")
+    assert files(tmp_path / "tree") == names
+    meta = {"zarr.json", ".zarray", ".zattrs", ".zgroup"}
+    for name in names:
+        a, b = (tmp_path / "tree" / name).read_bytes(), (tmp_path / "ref" / name).read_bytes()
+        if name.rsplit("/", 1)[-1] in meta:
+            assert json.loads(a) == json.loads(b), name
+    tree = zarr.open_group(str(tmp_path / "tree"), mode="r")
+    for path, want in [("s0", levels[0]), ("s1", levels[1]), ("labels/gt/s0", lv[0]),
+                       ("labels/gt/s1", lv[1])]:
+        np.testing.assert_array_equal(tree[path][...], want)
+        assert tree[path].nchunks_initialized == tree[path].nchunks, path
+    (v05 if ngff == "0.5" else v04).Image.from_zarr(tree)
+    (v05 if ngff == "0.5" else v04).Labels.from_zarr(tree["labels"])
+
+
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
 def test_rewritten_labels_are_listed_once_and_validate(make_store, ngff):
     import ome_zarr_models.v04 as v04
     import ome_zarr_models.v05 as v05

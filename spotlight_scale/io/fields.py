@@ -12,8 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..versioning import STORE_LAYOUT_VERSION
-from .omezarr import (downsample_mean, downsample_nearest, pyramid_shapes, write_image_czyx,
-                      write_labels_zyx)
+from .omezarr import downsample_mean, downsample_nearest, pyramid_shapes, write_image_tree
 from .store import ATTRS_KEY, CHANNELS, FieldKey, Store
 from .tables import write_patch_index
 
@@ -134,29 +133,28 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
         prev = levels[-1]
         levels.append(np.stack([downsample_mean(prev[0]), downsample_mean(prev[1])]))
 
-    well = open_well_group(store, key)
-    remove_field_folder(store.field_url(key))  # a partial or damaged field of an earlier run
-    group = well.require_group(str(key.field))
-    windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
-    write_image_czyx(group, levels, voxel_size=voxel_size, channel_names=CHANNELS,
-                     chunks_zyx=chunks, fmt=fmt, windows=windows)
+    if mask is not None and mask.shape != signal.shape:
+        raise ValueError(f"field {key}: mask {mask.shape} and images {signal.shape} differ")
+    labels = None
     if mask is not None:
-        if mask.shape != signal.shape:
-            raise ValueError(f"field {key}: mask {mask.shape} and images {signal.shape} differ")
         from ..core.features import label_properties
 
-        write_labels_zyx(group, "gt", build_pyramid(mask, len(levels), labels=True),
-                         voxel_size=voxel_size, chunks_zyx=chunks, fmt=fmt,
-                         properties=label_properties(mask, target, voxel_size))
-    group.attrs[ATTRS_KEY] = {
-        "layout_version": STORE_LAYOUT_VERSION,
-        "plate": key.plate, "well": key.well, "field": key.field, "split": split,
-        "shape_zyx": [int(s) for s in signal.shape],
-        "voxel_size_um": [float(v) for v in voxel_size],
-        "dtype": str(signal.dtype),
-        "stats": stats, "source": source, "has_gt": mask is not None,
-        "fingerprint": fingerprint,  # equal to the marker's: the arrays were written to the end
-    }
+        labels = {"gt": (build_pyramid(mask, len(levels), labels=True),
+                         label_properties(mask, target, voxel_size))}
+    open_well_group(store, key)
+    remove_field_folder(store.field_url(key))  # a partial or damaged field of an earlier run
+    windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
+    write_image_tree(store.field_url(key), levels, voxel_size=voxel_size,
+                     channel_names=CHANNELS, chunks_zyx=chunks, fmt=fmt, windows=windows,
+                     labels=labels, attributes={ATTRS_KEY: {
+                         "layout_version": STORE_LAYOUT_VERSION,
+                         "plate": key.plate, "well": key.well, "field": key.field,
+                         "split": split, "shape_zyx": [int(s) for s in signal.shape],
+                         "voxel_size_um": [float(v) for v in voxel_size],
+                         "dtype": str(signal.dtype),
+                         "stats": stats, "source": source, "has_gt": mask is not None,
+                         # equal to the marker's, which is written after everything else
+                         "fingerprint": fingerprint}})
     if patch_index is not None:
         settings = patch_settings or {}
         write_patch_index(store.patch_index_path(key), patch_index[0], patch_index[1],

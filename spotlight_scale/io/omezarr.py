@@ -11,6 +11,7 @@ validator ``ome-zarr-models`` rightly rejects that).
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -132,32 +133,58 @@ def _compressors(dtype, zarr_format: int):
     return [BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")]
 
 
-def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx, fmt) -> list:
-    """Empty arrays ``s0, s1, ...`` of ``(*lead, *shape)`` for each ZYX level shape.
+#: Every chunk assigned is stored, also one equal to the fill value: an absent chunk then
+#: means lost data, which reads refuse (:mod:`spotlight_scale.io.chunks`).
+_ARRAY_CONFIG = {"write_empty_chunks": True}
 
-    Every chunk assigned is stored, also one equal to the fill value
-    (``write_empty_chunks``): an absent chunk then means lost data, which reads
-    refuse (:mod:`spotlight_scale.io.chunks`).
-    """
+
+def _level_nodes(prefix: str, shapes, dtype, lead, chunks_zyx, fmt) -> dict:
+    """``{prefix + "s0": metadata, ...}``: the zarr metadata :func:`_create_levels` gives
+    these levels (made once per kind of field, in memory, by that function itself)."""
+    return {prefix + path: md for path, md in
+            _cached_level_metadata(tuple(map(tuple, shapes)), np.dtype(dtype).str, tuple(lead),
+                                   tuple(chunks_zyx), fmt.zarr_format).items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_level_metadata(shapes, dtype: str, lead, chunks_zyx, zarr_format: int) -> dict:
+    import zarr
+    from zarr.storage import MemoryStore
+
+    group = zarr.open_group(MemoryStore(), mode="w", zarr_format=zarr_format)
+    arrays = _create_levels(group, shapes, np.dtype(dtype), lead, chunks_zyx, zarr_format)
+    return {path: arr.metadata for path, arr in zip(_level_paths(len(shapes)), arrays)}
+
+
+def _level_paths(n: int) -> list[str]:
+    """Names of a pyramid's ``n`` level arrays."""
+    return [f"s{level}" for level in range(n)]
+
+
+def _create_levels(group, shapes, dtype, lead: tuple[int, ...], chunks_zyx,
+                   zarr_format: int) -> list:
+    """Empty arrays ``s0, s1, ...`` of ``(*lead, *shape)`` for each ZYX level shape, which
+    store every chunk assigned (:data:`_ARRAY_CONFIG`)."""
     kwargs = {}
-    if fmt.zarr_format == 2:
+    if zarr_format == 2:
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     else:
         kwargs["dimension_names"] = (["c"] if lead else []) + ["z", "y", "x"]
     arrays = []
-    for level, shape in enumerate(shapes):
+    for path, shape in zip(_level_paths(len(shapes)), shapes):
         chunks = (*[1] * len(lead), *[max(1, min(c, s)) for c, s in zip(chunks_zyx, shape)])
-        arrays.append(group.create_array(f"s{level}", shape=(*lead, *shape), chunks=chunks,
+        arrays.append(group.create_array(path, shape=(*lead, *shape), chunks=chunks,
                                          dtype=dtype, fill_value=0,
-                                         compressors=_compressors(dtype, fmt.zarr_format),
+                                         compressors=_compressors(dtype, zarr_format),
                                          overwrite=True,
-                                         config={"write_empty_chunks": True}, **kwargs))
+                                         config=_ARRAY_CONFIG, **kwargs))
     return arrays
 
 
 def _datasets(voxel_size, n_levels: int, channel: bool, planar: bool = False) -> list[dict]:
-    return [{"path": f"s{level}", "coordinateTransformations": t}
-            for level, t in enumerate(_transforms(voxel_size, n_levels, channel, planar))]
+    return [{"path": p, "coordinateTransformations": t}
+            for p, t in zip(_level_paths(n_levels), _transforms(voxel_size, n_levels, channel,
+                                                                planar))]
 
 
 def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, channel_names,
@@ -173,16 +200,24 @@ def create_image_czyx(group, shape_zyx: Sequence[int], dtype, *, voxel_size, cha
     (ome-zarr-py's own writers go through a dask graph; inside a Dask worker that
     graph, data included, would travel through the scheduler.)
     """
+    shapes = pyramid_shapes(shape_zyx)[:n_levels]
+    arrays = _create_levels(group, shapes, dtype, (len(channel_names),), chunks_zyx,
+                            fmt.zarr_format)
+    _image_metadata(group, shape_zyx, dtype, len(shapes), voxel_size=voxel_size,
+                    channel_names=channel_names, fmt=fmt, windows=windows, name=name)
+    return arrays
+
+
+def _image_metadata(group, shape_zyx, dtype, n_levels: int, *, voxel_size, channel_names, fmt,
+                    windows, name: str) -> None:
+    """The NGFF ``multiscales`` and ``omero`` metadata of a CZYX image, through ome-zarr-py."""
     from ome_zarr.writer import write_multiscales_metadata
 
-    shapes = pyramid_shapes(shape_zyx)[:n_levels]
-    arrays = _create_levels(group, shapes, dtype, (len(channel_names),), chunks_zyx, fmt)
-    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(shapes), True,
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, n_levels, True,
                                                          is_planar(shape_zyx)),
                                fmt=fmt, axes=_axes(True), name=name,
                                metadata={"omero": omero_metadata(channel_names, windows, dtype,
                                                                  fmt)})
-    return arrays
 
 
 def fill_pyramid(arrays: Sequence, *, labels: bool = False) -> None:
@@ -240,35 +275,103 @@ def label_colors(values) -> list[dict]:
     return out
 
 
-def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, voxel_size,
-                     chunks_zyx, fmt, properties: Sequence[dict] | None = None) -> None:
-    """Write ZYX labels as NGFF ``labels/<name>`` of ``image_group`` (replacing one of that name).
+def create_labels_zyx(image_group, name: str, shapes: Sequence[Sequence[int]], dtype, *,
+                      voxel_size, chunks_zyx, fmt, values,
+                      properties: Sequence[dict] | None = None) -> list:
+    """Create empty ZYX labels ``labels/<name>`` of ``image_group`` (``s0, s1, ...`` of
+    ``shapes``) with their NGFF metadata; returns the arrays, level 0 first.
 
-    Arrays are written with zarr directly, the ``multiscales`` and ``image-label``
-    metadata through ome-zarr-py (see :func:`create_image_czyx`). ``image-label`` names
-    its ``source.image`` (the image group, ``../../``), a color per label value
-    (:func:`label_colors`) and ``properties``: one dict per label value with
+    Arrays are created with zarr directly, the ``multiscales`` and ``image-label``
+    metadata written through ome-zarr-py (see :func:`create_image_czyx`). ``image-label``
+    names its ``source.image`` (the image group, ``../../``), a color per label value in
+    ``values`` (:func:`label_colors`) and ``properties``: one dict per label value with
     ``label-value`` and a few per-nucleus features that viewers show (napari does).
     """
+    group = image_group.require_group("labels").require_group(name)
+    arrays = _create_levels(group, shapes, dtype, (), chunks_zyx, fmt.zarr_format)
+    _labels_metadata(image_group, name, shapes, voxel_size=voxel_size, fmt=fmt, values=values,
+                     properties=properties)
+    return arrays
+
+
+def _labels_metadata(image_group, name: str, shapes, *, voxel_size, fmt, values,
+                     properties) -> None:
+    """The NGFF ``multiscales`` and ``image-label`` metadata of ``labels/<name>`` and the
+    ``labels`` group's list, through ome-zarr-py."""
     from ome_zarr.writer import write_label_metadata, write_multiscales_metadata
 
-    delete_labels(image_group, name)
     group = image_group.require_group("labels").require_group(name)
-    shapes = [tuple(lv.shape) for lv in levels]
-    arrays = _create_levels(group, shapes, levels[0].dtype, (), chunks_zyx, fmt)
-    for arr, level in zip(arrays, levels):
-        arr[...] = np.asarray(level)
-    if properties is not None:
-        values = [p["label-value"] for p in properties]
-    else:
-        values = np.unique(np.asarray(levels[0])).tolist()
-    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(levels), False,
-                                                         is_planar(levels[0].shape)),
+    write_multiscales_metadata(group, datasets=_datasets(voxel_size, len(shapes), False,
+                                                         is_planar(shapes[0])),
                                fmt=fmt, axes=_axes(False), name=name)
     write_label_metadata(image_group["labels"], name, fmt=fmt, colors=label_colors(values),
                          properties=list(properties) if properties is not None else None,
                          source={"image": "../../"})
     _fix_labels_group(image_group["labels"], fmt)
+
+
+def _label_values(levels, properties) -> list:
+    if properties is not None:
+        return [p["label-value"] for p in properties]
+    return np.unique(np.asarray(levels[0])).tolist()
+
+
+def write_labels_zyx(image_group, name: str, levels: Sequence[np.ndarray], *, voxel_size,
+                     chunks_zyx, fmt, properties: Sequence[dict] | None = None) -> None:
+    """Write ZYX labels as NGFF ``labels/<name>`` of ``image_group`` (replacing one of that
+    name): :func:`create_labels_zyx`, then the levels' data."""
+    delete_labels(image_group, name)
+    arrays = create_labels_zyx(image_group, name, [tuple(lv.shape) for lv in levels],
+                               levels[0].dtype, voxel_size=voxel_size, chunks_zyx=chunks_zyx,
+                               fmt=fmt, values=_label_values(levels, properties),
+                               properties=properties)
+    for arr, level in zip(arrays, levels):
+        arr[...] = np.asarray(level)
+
+
+def write_image_tree(path, levels: Sequence[np.ndarray], *, voxel_size, channel_names,
+                     chunks_zyx, fmt, windows=None, name: str = "image",
+                     labels: dict[str, tuple[Sequence[np.ndarray], Sequence[dict] | None]]
+                     | None = None, attributes: dict | None = None) -> None:
+    """Write a whole new image group at ``path``: the CZYX pyramid ``levels`` (as
+    :func:`write_image_czyx`), its ``labels`` (``{name: (levels, properties)}``, as
+    :func:`write_labels_zyx`) and extra group ``attributes``, creating every node in one
+    ``zarr.create_hierarchy`` call.
+
+    The metadata are first made in memory by the functions that write an image or labels
+    into an existing group (:func:`create_image_czyx`, :func:`create_labels_zyx`) use: the
+    NGFF attributes through ome-zarr-py, the arrays' zarr metadata by
+    :func:`_create_levels` (once per kind of field), so they are the same documents; zarr
+    then writes the ~10 documents concurrently, where creating the nodes one by one costs
+    several file operations each, one after the other. ``path`` must not hold a zarr node.
+    """
+    import zarr
+    from zarr.storage import LocalStore, MemoryStore
+
+    tree = zarr.open_group(MemoryStore(), mode="w", zarr_format=fmt.zarr_format)
+    image = levels[0]
+    _image_metadata(tree, image.shape[1:], image.dtype, len(levels), voxel_size=voxel_size,
+                    channel_names=channel_names, fmt=fmt, windows=windows, name=name)
+    nodes = _level_nodes("", [lv.shape[1:] for lv in levels], image.dtype, image.shape[:1],
+                         chunks_zyx, fmt)
+    data = dict(zip(nodes, levels))
+    for label, (lv, properties) in (labels or {}).items():
+        shapes = [tuple(x.shape) for x in lv]
+        _labels_metadata(tree, label, shapes, voxel_size=voxel_size, fmt=fmt,
+                         values=_label_values(lv, properties), properties=properties)
+        arrays = _level_nodes(f"labels/{label}/", shapes, lv[0].dtype, (), chunks_zyx, fmt)
+        nodes.update(arrays)
+        data.update(zip(arrays, lv))
+    if attributes:
+        tree.attrs.update(attributes)
+    nodes.update({"": tree.metadata,  # and the groups (the arrays are not in the tree)
+                  **{p: g.metadata for p, g in tree.members(max_depth=None)}})
+    created = dict(zarr.create_hierarchy(store=LocalStore(str(path)), nodes=nodes))
+    for p, level in data.items():
+        arr = created[p].with_config(_ARRAY_CONFIG)  # the config is not in the metadata
+        if tuple(arr.shape) != tuple(level.shape):
+            raise ValueError(f"level of shape {level.shape} where {arr.shape} was expected")
+        arr[...] = np.asarray(level)
 
 
 def delete_labels(image_group, name: str) -> None:
