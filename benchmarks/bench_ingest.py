@@ -18,6 +18,7 @@ import argparse
 import csv
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -78,42 +79,63 @@ def main():
     t_start = time.perf_counter() - t0
 
     def run_ingest():
-        shutil.rmtree(tmp / "store", ignore_errors=True)
         ingest(man, tmp / "store", settings, cluster=lc.scheduler_address, progress_stream=None)
 
-    def cpu_of(fn, workers=False):
-        """CPU seconds of ``fn()``: this process (all its threads; with a LocalCluster also
-        the scheduler) plus, with ``workers``, every worker process."""
+    def measure(fn, out, workers=False):
+        """(wall s, CPU s) of ``fn()`` into a fresh ``out`` (deleting the last run's output is
+        not timed). CPU: this process (all its threads; with a LocalCluster also the
+        scheduler) plus, with ``workers``, every worker process."""
+        shutil.rmtree(tmp / out, ignore_errors=True)
         w0 = sum(client.run(time.process_time).values()) if workers else 0.0
-        c0 = time.process_time()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        c = time.process_time() - c0
-        return c + (sum(client.run(time.process_time).values()) - w0 if workers else 0.0)
-
-    run_ingest()  # warm caches and worker imports once
-    t_ing, _ = timed(run_ingest, args.repeats)
-    c_ing = cpu_of(run_ingest, workers=True)
+        wall, c = time.perf_counter() - t0, time.process_time() - c0
+        return wall, c + (sum(client.run(time.process_time).values()) - w0 if workers else 0.0)
 
     def run_naive():
-        shutil.rmtree(tmp / "naive", ignore_errors=True)
         naive(man, tmp / "naive")
-    t_naive, _ = timed(run_naive, args.repeats)
     codec = codec_bound(man, tmp / "codec")
-    t_codec, _ = timed(codec, args.repeats)
-    c_naive, c_codec = cpu_of(run_naive), cpu_of(codec)
+    run_ingest()  # warm caches and worker imports once
+    # the three side by side in each round, so that a slower or faster spell of this shared
+    # machine meets all of them: the ratios are taken per round, then their median
+    rounds = []
+    for _ in range(args.repeats):
+        rounds.append({"ingest": measure(run_ingest, "store", workers=True),
+                       "naive": measure(run_naive, "naive"),
+                       "codec": measure(codec, "codec")})
     client.close()
     lc.close()
-    print(f"raw input {mb:.1f} MB in {args.fields} fields")
-    print(f"ingest (2 workers, stats + patch index + pyramid + labels): {mb / t_ing:.1f} MB/s"
+
+    def med(f):
+        return statistics.median(f(r) for r in rounds)
+
+    def spread(f):
+        vals = [f(r) for r in rounds]
+        return f"{min(vals):.2f}-{max(vals):.2f}"
+
+    def rate(name):
+        return mb / med(lambda r: r[name][0])
+
+    def ratio(name):  # wall ratio of one round: ingest's speed over ``name``'s
+        return lambda r: r[name][0] / r["ingest"][0]
+
+    def cpu_ratio(name):
+        return lambda r: r[name][1] / r["ingest"][1]
+
+    def cpu_ms(name):
+        return med(lambda r: r[name][1]) / mb * 1e3
+    print(f"raw input {mb:.1f} MB in {args.fields} fields, {args.repeats} rounds (medians)")
+    print(f"ingest (2 workers, stats + patch index + pyramid + labels): {rate('ingest'):.1f} MB/s"
           f" (a LocalCluster start costs {t_start:.1f} s once per command on top)")
-    print(f"naive loop (imread + write_image):                        {mb / t_naive:.1f} MB/s")
-    print(f"codec bound (zarr writes of the same arrays, level 0):     {mb / t_codec:.1f} MB/s")
-    print(f"ratio ingest/naive = {t_naive / t_ing:.2f}x, ingest/codec = {t_codec / t_ing:.2f}x"
-          f" (wall; load average {os.getloadavg()[0]:.1f})")
-    print(f"CPU seconds per MB: ingest {c_ing / mb * 1e3:.1f} ms (workers + client), naive "
-          f"{c_naive / mb * 1e3:.1f} ms, codec bound {c_codec / mb * 1e3:.1f} ms; with 2 cores "
-          f"used by each: ingest/naive = {c_naive / c_ing:.2f}x, ingest/codec = "
-          f"{c_codec / c_ing:.2f}x")
+    print(f"naive loop (imread + write_image):                        {rate('naive'):.1f} MB/s")
+    print(f"codec bound (zarr writes of the same arrays, level 0):     {rate('codec'):.1f} MB/s")
+    print(f"ratio ingest/naive = {med(ratio('naive')):.2f}x (rounds {spread(ratio('naive'))}), "
+          f"ingest/codec = {med(ratio('codec')):.2f}x (rounds {spread(ratio('codec'))}) "
+          f"(wall; load average {os.getloadavg()[0]:.1f})")
+    print(f"CPU seconds per MB: ingest {cpu_ms('ingest'):.1f} ms (workers + client), naive "
+          f"{cpu_ms('naive'):.1f} ms, codec bound {cpu_ms('codec'):.1f} ms; with 2 cores "
+          f"used by each: ingest/naive = {med(cpu_ratio('naive')):.2f}x, ingest/codec = "
+          f"{med(cpu_ratio('codec')):.2f}x")
 
     # statistics pass vs threshold_otsu
     from skimage.filters import threshold_otsu
