@@ -170,6 +170,53 @@ def test_truncated_tiff_is_named_truncated(tmp_path):
         read_manifest(man)
 
 
+def test_quick_tiff_check_agrees_with_walking_every_page(tmp_path):
+    """open_tiff takes an uncompressed ImageJ stack as whole from its first page and the chain
+    of page headers alone: for the file cut at every length around each page header, at the
+    data block's ends and through the data, it accepts and refuses exactly as walking every
+    page first does (the check it skips), and whatever either accepts reads the original
+    values."""
+    import tifffile
+
+    from spotlight_scale.io.tiff import _contiguous_imagej_complete, open_tiff, walk_pages
+
+    volume = np.arange(6 * 20 * 24, dtype=np.uint16).reshape(6, 20, 24)
+    write_imagej(tmp_path / "whole.tif", volume, VOXEL)
+    data = (tmp_path / "whole.tif").read_bytes()
+    with tifffile.TiffFile(tmp_path / "whole.tif") as tif:
+        assert _contiguous_imagej_complete(tif)  # the quick check is what is tested here
+        marks = [int(p.offset) for p in tif.pages] + [int(tif.series[0].dataoffset),
+                                                      int(tif.series[0].dataoffset)
+                                                      + int(tif.series[0].nbytes)]
+    cuts = sorted({c for m in marks for c in range(m - 3, m + 16)} |
+                  set(range(0, len(data), 97)) | {len(data) - 1})
+    verdicts = {"accepted": 0, "refused": 0}
+    cut_file = tmp_path / "cut.tif"
+    for cut in (c for c in cuts if 0 < c < len(data)):
+        cut_file.write_bytes(data[:cut])
+
+        def verdict(check):
+            try:
+                check()
+                return True
+            except Exception:
+                return False
+
+        def quick():
+            with open_tiff(cut_file) as tif:
+                np.testing.assert_array_equal(tif.series[0].asarray(), volume)
+
+        def walking():
+            walk_pages(cut_file)
+            with tifffile.TiffFile(cut_file) as tif:
+                np.testing.assert_array_equal(tif.series[0].asarray(), volume)
+
+        walked = verdict(walking)
+        assert verdict(quick) == walked, f"cut at {cut} of {len(data)} bytes"
+        verdicts["accepted" if walked else "refused"] += 1
+    assert verdicts["refused"] > 20  # the cuts reach into the data and the header chain
+
+
 def test_float_mask_must_hold_labels(tmp_path):
     """A float mask was silently cast to integers."""
     man = make_raw(tmp_path / "raw", n=2)
