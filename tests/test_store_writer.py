@@ -177,6 +177,33 @@ def test_rewritten_labels_are_listed_once_and_validate(make_store, ngff):
     (v05 if ngff == "0.5" else v04).Labels.from_zarr(group["labels"])
 
 
+@pytest.mark.parametrize("ngff", ["0.5", "0.4"])
+def test_create_well_groups_adds_only_missing_wells(tmp_path, ngff):
+    """create_well_groups (ingest and predict, before the workers start) makes the missing
+    plate, row and well groups of many keys at once, leaves existing groups and their
+    attributes as they were, and gets past a row whose metadata no longer parses."""
+    from spotlight_scale.io.fields import create_well_groups
+    from spotlight_scale.io.store import FieldKey, Store
+
+    store = Store(tmp_path / "s", create=True, ngff=ngff)
+    fmt = store.zarr_format
+    plate = zarr.open_group(str(store.plate_path("P1")), mode="w", zarr_format=fmt)
+    plate.attrs["kept"] = "plate"
+    plate.require_group("B").require_group("03").attrs["kept"] = "well"
+    keys = [FieldKey("P1", w, f) for w, f in (("B03", 0), ("B03", 1), ("B04", 0), ("C01", 2))]
+    create_well_groups(store, keys + [FieldKey("P2", "D07", 0)])
+    again = zarr.open_group(str(store.plate_path("P1")), mode="r", zarr_format=fmt)
+    assert again.attrs["kept"] == "plate" and again["B/03"].attrs["kept"] == "well"
+    for plate_name, well in (("P1", "B/04"), ("P1", "C/01"), ("P2", "D/07")):
+        assert isinstance(zarr.open_group(str(store.plate_path(plate_name)), mode="r",
+                                          zarr_format=fmt)[well], zarr.Group)
+    meta = store.plate_path("P1") / "C" / ("zarr.json" if fmt == 3 else ".zgroup")
+    meta.write_text(meta.read_text()[:10])  # an interrupted write
+    create_well_groups(store, [FieldKey("P1", "C02", 0)])
+    assert isinstance(zarr.open_group(str(store.plate_path("P1") / "C" / "02"), mode="r",
+                                      zarr_format=fmt), zarr.Group)
+
+
 def test_tables_share_one_key_convention_and_read_version_1(tmp_path):
     """fields and metrics tables written before the Metadata_ keys (schema 1) are read with
     the current keys; an unknown version is refused by name."""

@@ -86,6 +86,34 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
                 raise
 
 
+def create_well_groups(store: Store, keys, prediction: str | None = None) -> None:
+    """Create the plate, row and well groups of ``keys`` that do not exist yet, each plate's
+    in one ``zarr.create_hierarchy`` call (a stage does this before its workers start; an
+    existing plate or row group is left as it is). Where that call cannot (damaged group
+    metadata, another process creating the same wells), each well is opened the careful
+    way, :func:`open_well_group`."""
+    import zarr
+    from zarr.core.group import GroupMetadata
+    from zarr.storage import LocalStore
+
+    meta = "zarr.json" if store.zarr_format == 3 else ".zgroup"
+    by_plate: dict[str, dict[str, FieldKey]] = {}
+    for key in keys:
+        well = f"{key.row}/{key.column}"
+        if not (store.plate_path(key.plate, prediction) / well / meta).exists():
+            by_plate.setdefault(key.plate, {}).setdefault(well, key)
+    for plate, wells in by_plate.items():
+        nodes = {well: GroupMetadata(zarr_format=store.zarr_format) for well in wells}
+        try:
+            for _ in zarr.create_hierarchy(store=LocalStore(str(store.plate_path(plate,
+                                                                                prediction))),
+                                           nodes=nodes):
+                pass
+        except Exception:  # noqa: BLE001 - every well again, with open_well_group's repairs
+            for key in wells.values():
+                open_well_group(store, key, prediction=prediction)
+
+
 def remove_field_folder(path) -> None:
     """Delete a field's folder from the file system: zarr's own ``del`` parses the field's
     metadata first, and fails on the damaged metadata a rewrite is meant to replace."""

@@ -419,11 +419,10 @@ def ingest(manifest: str | Path, store_root: str | Path, settings: IngestSetting
         t0 = time.perf_counter()
         raw_bytes, done, changed = 0, 0, {}
         if todo:
-            from ..io.fields import open_well_group
+            from ..io.fields import create_well_groups
 
-            # create plate/row/well groups once per well, before workers race for them
-            for key in {(r.key.plate, r.key.well): r.key for r in todo}.values():
-                open_well_group(store, key)
+            # create plate/row/well groups before the workers race for them
+            create_well_groups(store, [r.key for r in todo])
 
             def record(row, exc):
                 from ..errors import describe

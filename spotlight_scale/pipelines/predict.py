@@ -340,10 +340,9 @@ def predict(store_root, run_dir, name: str, *, split: str = "test", tile=DEFAULT
         voxels = computed = 0
         failures: list[dict] = []
         if todo:
-            from ..io.fields import open_well_group
+            from ..io.fields import create_well_groups
 
-            for key in todo:
-                open_well_group(store, key, prediction=name)
+            create_well_groups(store, todo, prediction=name)
 
             def rate(key, res):
                 nonlocal voxels, computed
