@@ -104,10 +104,11 @@ def test_fill_pyramid_chunked_equals_in_memory(tmp_path, labels):
 
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
 def test_image_tree_in_one_call_equals_the_node_by_node_writers(tmp_path, ngff):
-    """write_image_tree (ingest's writer: the whole field in one create_hierarchy call) leaves
-    the same metadata documents, chunk files and values as creating the image and its labels
-    node by node in an existing group (write_image_czyx + write_labels_zyx), every chunk
-    stored (also the empty ones), and the result validates with ome-zarr-models."""
+    """write_image_tree (ingest's writer: the whole field's metadata documents written as
+    plain files) leaves the same metadata documents, chunk files and values as creating the
+    image and its labels node by node in an existing group (write_image_czyx +
+    write_labels_zyx), every chunk stored (also the empty ones), and the result validates
+    with ome-zarr-models; it refuses to write over an existing node."""
     import json
 
     import ome_zarr_models.v04 as v04
@@ -154,6 +155,8 @@ def test_image_tree_in_one_call_equals_the_node_by_node_writers(tmp_path, ngff):
         assert tree[path].nchunks_initialized == tree[path].nchunks, path
     (v05 if ngff == "0.5" else v04).Image.from_zarr(tree)
     (v05 if ngff == "0.5" else v04).Labels.from_zarr(tree["labels"])
+    with pytest.raises(FileExistsError):
+        write_image_tree(tmp_path / "ref", levels, **common)
 
 
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
@@ -180,8 +183,8 @@ def test_rewritten_labels_are_listed_once_and_validate(make_store, ngff):
 @pytest.mark.parametrize("ngff", ["0.5", "0.4"])
 def test_create_well_groups_adds_only_missing_wells(tmp_path, ngff):
     """create_well_groups (ingest and predict, before the workers start) makes the missing
-    plate, row and well groups of many keys at once, leaves existing groups and their
-    attributes as they were, and gets past a row whose metadata no longer parses."""
+    plate, row and well groups of many keys, leaves existing groups and their attributes as
+    they were, and gets past a row whose metadata no longer parses."""
     from spotlight_scale.io.fields import create_well_groups
     from spotlight_scale.io.store import FieldKey, Store
 

@@ -7,6 +7,7 @@ attributes first, the patch index next, the completion marker last.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -87,31 +88,24 @@ def open_well_group(store: Store, key: FieldKey, attempts: int = 5,
 
 
 def create_well_groups(store: Store, keys, prediction: str | None = None) -> None:
-    """Create the plate, row and well groups of ``keys`` that do not exist yet, each plate's
-    in one ``zarr.create_hierarchy`` call (a stage does this before its workers start; an
-    existing plate or row group is left as it is). Where that call cannot (damaged group
-    metadata, another process creating the same wells), each well is opened the careful
-    way, :func:`open_well_group`."""
-    import zarr
+    """Create the plate, row and well groups of ``keys`` whose metadata file is absent (a
+    stage does this before its workers start), writing the documents directly
+    (:func:`~spotlight_scale.io.omezarr.write_nodes`); an existing group is left as it is,
+    also one whose metadata no longer parses: :func:`finalize_store` rebuilds those at the
+    end of the run."""
     from zarr.core.group import GroupMetadata
-    from zarr.storage import LocalStore
+
+    from .omezarr import write_nodes
 
     meta = "zarr.json" if store.zarr_format == 3 else ".zgroup"
-    by_plate: dict[str, dict[str, FieldKey]] = {}
+    missing: dict[Path, dict[str, GroupMetadata]] = {}
     for key in keys:
-        well = f"{key.row}/{key.column}"
-        if not (store.plate_path(key.plate, prediction) / well / meta).exists():
-            by_plate.setdefault(key.plate, {}).setdefault(well, key)
-    for plate, wells in by_plate.items():
-        nodes = {well: GroupMetadata(zarr_format=store.zarr_format) for well in wells}
-        try:
-            for _ in zarr.create_hierarchy(store=LocalStore(str(store.plate_path(plate,
-                                                                                prediction))),
-                                           nodes=nodes):
-                pass
-        except Exception:  # noqa: BLE001 - every well again, with open_well_group's repairs
-            for key in wells.values():
-                open_well_group(store, key, prediction=prediction)
+        root = store.plate_path(key.plate, prediction)
+        for path in ("", key.row, f"{key.row}/{key.column}"):
+            if not (root / path / meta).exists():
+                missing.setdefault(root, {})[path] = GroupMetadata(zarr_format=store.zarr_format)
+    for root, nodes in missing.items():
+        write_nodes(root, nodes, groups_exist_ok=True)
 
 
 def remove_field_folder(path) -> None:

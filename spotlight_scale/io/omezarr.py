@@ -156,6 +156,48 @@ def _cached_level_metadata(shapes, dtype: str, lead, chunks_zyx, zarr_format: in
     return {path: arr.metadata for path, arr in zip(_level_paths(len(shapes)), arrays)}
 
 
+def write_nodes(root, nodes: dict, *, groups_exist_ok: bool = False) -> dict:
+    """Write the zarr metadata ``nodes`` (``{path: GroupMetadata | ArrayMetadata}``, paths
+    relative to the local folder ``root``) as zarr's own documents (``zarr.json``, or
+    ``.zgroup``/``.zarray`` + ``.zattrs``), one plain file each, and return the arrays
+    (``{path: zarr.Array}``, storing every chunk: :data:`_ARRAY_CONFIG`) without reading
+    anything back.
+
+    Each document is created exclusively: one that exists already is an error, or, with
+    ``groups_exist_ok``, left as it is where it belongs to a group (another process made
+    the same well group). Why not
+    ``zarr.create_hierarchy``, which writes the same documents: it writes them as concurrent
+    tasks and, when one fails (a full disk), leaves the others' errors unretrieved, which
+    asyncio then prints as tracebacks (zarr 3.1.6); here the first error is raised and
+    nothing else is left running.
+    """
+    from pathlib import Path
+
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.group import GroupMetadata
+    from zarr.storage import LocalStore, StorePath
+
+    root = Path(root)
+    store = LocalStore(str(root))
+    arrays = {}
+    for path, md in nodes.items():
+        folder = root / path if path else root
+        folder.mkdir(parents=True, exist_ok=True)
+        is_group = isinstance(md, GroupMetadata)
+        for name, buf in md.to_buffer_dict(default_buffer_prototype()).items():
+            try:
+                with open(folder / name, "xb") as fh:
+                    fh.write(buf.to_bytes())
+            except FileExistsError:
+                if not (is_group and groups_exist_ok):
+                    raise
+        if not is_group:
+            arrays[path] = zarr.Array(zarr.AsyncArray(metadata=md, store_path=StorePath(
+                store, path), config=_ARRAY_CONFIG))
+    return arrays
+
+
 def _level_paths(n: int) -> list[str]:
     """Names of a pyramid's ``n`` level arrays."""
     return [f"s{level}" for level in range(n)]
@@ -335,18 +377,18 @@ def write_image_tree(path, levels: Sequence[np.ndarray], *, voxel_size, channel_
                      | None = None, attributes: dict | None = None) -> None:
     """Write a whole new image group at ``path``: the CZYX pyramid ``levels`` (as
     :func:`write_image_czyx`), its ``labels`` (``{name: (levels, properties)}``, as
-    :func:`write_labels_zyx`) and extra group ``attributes``, creating every node in one
-    ``zarr.create_hierarchy`` call.
+    :func:`write_labels_zyx`) and extra group ``attributes``, its ~10 metadata documents
+    written as plain files.
 
     The metadata are first made in memory by the functions that write an image or labels
     into an existing group (:func:`create_image_czyx`, :func:`create_labels_zyx`) use: the
     NGFF attributes through ome-zarr-py, the arrays' zarr metadata by
-    :func:`_create_levels` (once per kind of field), so they are the same documents; zarr
-    then writes the ~10 documents concurrently, where creating the nodes one by one costs
-    several file operations each, one after the other. ``path`` must not hold a zarr node.
+    :func:`_create_levels` (once per kind of field), so they are the same documents, and
+    :func:`write_nodes` writes them: one file each, where creating the nodes one by one
+    through zarr costs several file operations each. ``path`` must not hold a zarr node.
     """
     import zarr
-    from zarr.storage import LocalStore, MemoryStore
+    from zarr.storage import MemoryStore
 
     tree = zarr.open_group(MemoryStore(), mode="w", zarr_format=fmt.zarr_format)
     image = levels[0]
@@ -366,9 +408,9 @@ def write_image_tree(path, levels: Sequence[np.ndarray], *, voxel_size, channel_
         tree.attrs.update(attributes)
     nodes.update({"": tree.metadata,  # and the groups (the arrays are not in the tree)
                   **{p: g.metadata for p, g in tree.members(max_depth=None)}})
-    created = dict(zarr.create_hierarchy(store=LocalStore(str(path)), nodes=nodes))
+    created = write_nodes(path, nodes)
     for p, level in data.items():
-        arr = created[p].with_config(_ARRAY_CONFIG)  # the config is not in the metadata
+        arr = created[p]
         if tuple(arr.shape) != tuple(level.shape):
             raise ValueError(f"level of shape {level.shape} where {arr.shape} was expected")
         arr[...] = np.asarray(level)
