@@ -163,10 +163,7 @@ def write_field(store: Store, key: FieldKey, *, signal: np.ndarray, target: np.n
 
         labels = {"gt": (build_pyramid(mask, len(levels), labels=True),
                          label_properties(mask, target, voxel_size))}
-    well_meta = store.field_url(key).parent / ("zarr.json" if store.zarr_format == 3
-                                                else ".zgroup")
-    if not well_meta.exists():  # a stage creates its wells before its workers start
-        open_well_group(store, key)
+    create_well_groups(store, [key])  # usually none to create: the stage made them first
     remove_field_folder(store.field_url(key))  # a partial or damaged field of an earlier run
     windows = [(stats[c]["p0_1"], stats[c]["p99_9"]) for c in CHANNELS] if stats else None
     write_image_tree(store.field_url(key), levels, voxel_size=voxel_size,

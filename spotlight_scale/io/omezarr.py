@@ -165,11 +165,10 @@ def write_nodes(root, nodes: dict, *, groups_exist_ok: bool = False) -> dict:
 
     Each document is created exclusively: one that exists already is an error, or, with
     ``groups_exist_ok``, left as it is where it belongs to a group (another process made
-    the same well group). Why not
-    ``zarr.create_hierarchy``, which writes the same documents: it writes them as concurrent
-    tasks and, when one fails (a full disk), leaves the others' errors unretrieved, which
-    asyncio then prints as tracebacks (zarr 3.1.6); here the first error is raised and
-    nothing else is left running.
+    the same well group). Why not ``zarr.create_hierarchy``, which writes the same
+    documents: it writes them as concurrent tasks and, when one fails (a full disk), leaves
+    the others' errors unretrieved, which asyncio then prints as tracebacks (zarr 3.1.6);
+    here the first error is raised and nothing else is left running.
     """
     from pathlib import Path
 

@@ -121,7 +121,7 @@ def walk_pages(path: str | Path, collect: "_Collect | None" = None) -> None:
 def _contiguous_imagej_complete(tif) -> bool:
     """True when ``tif`` is an uncompressed ImageJ stack that tifffile reads as one block of
     all the images its header announces, the file holds that block, and its chain of page
-    headers (IFDs) is whole: what the page walk of :func:`open_tiff` checks, at a tenth of
+    headers (IFDs) is whole: what :func:`walk_pages` checks, at a tenth of
     its cost (the usual microscope export, and the files `synth` writes). False: check the
     long way."""
     n_images = int((tif.imagej_metadata or {}).get("images", 0) or 0) if tif.is_imagej else 0
